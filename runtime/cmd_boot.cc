@@ -1,0 +1,178 @@
+// vessel boot: boots a micro-VM with vessel's guest init and runs one command in it.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include "commands.h"
+#include "guest/initramfs/cpio.h"
+#include "vmm/fd.h"
+#include "vmm/machine.h"
+
+namespace vessel::cli {
+namespace {
+
+const char kDefaultCmdline[] =
+    "console=ttyS0 reboot=k panic=-1 pci=off nomodule 8250.nr_uarts=1 i8042.noaux "
+    "i8042.nomux i8042.dumbkbd";
+
+const char kBootHelp[] =
+    "usage: vessel boot [OPTIONS] -- CMD [ARGS...]\n"
+    "Boots a micro-VM, runs CMD in it and exits with CMD's exit status.\n\n"
+    "  --kernel PATH      guest kernel, ELF vmlinux or bzImage\n"
+    "                     (default: $VESSEL_KERNEL, else $VESSEL_CACHE/kernel/current/bzImage)\n"
+    "  --initrd PATH      base initramfs (default: the one built with vessel)\n"
+    "  --cpus N           vCPUs (default 1)\n"
+    "  --memory SIZE      guest memory in MiB, or with a K/M/G suffix (default 256)\n"
+    "  --cmdline ARGS     extra kernel command line arguments\n"
+    "  --env KEY=VALUE    environment for CMD (repeatable)\n"
+    "  --cwd DIR          working directory for CMD in the guest\n"
+    "  --console-log FILE write the serial console to FILE instead of stdout\n"
+    "  --verbose          show the kernel's boot messages\n";
+
+uint64_t parse_size_mib(const std::string& s) {
+    size_t pos = 0;
+    unsigned long long v = 0;
+    try {
+        v = std::stoull(s, &pos, 10);
+    } catch (const std::exception&) {
+        usage_error("--memory: '" + s + "' is not a size");
+    }
+    std::string suf = s.substr(pos);
+    if (suf.empty() || suf == "M" || suf == "m" || suf == "MiB") return v;
+    if (suf == "G" || suf == "g" || suf == "GiB") return v << 10;
+    if (suf == "K" || suf == "k" || suf == "KiB") return v >> 10;
+    usage_error("--memory: unknown suffix in '" + s + "'");
+}
+
+uint32_t parse_count(const std::string& flag, const std::string& s) {
+    size_t pos = 0;
+    unsigned long v = 0;
+    try {
+        v = std::stoul(s, &pos, 10);
+    } catch (const std::exception&) {
+        pos = 0;
+    }
+    if (pos != s.size() || s.empty() || v > 100000)
+        usage_error(flag + ": '" + s + "' is not a count");
+    return static_cast<uint32_t>(v);
+}
+
+std::vector<uint8_t> read_file(const std::string& path, const char* what) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw_errno(std::string("opening ") + what + " " + path);
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+std::string default_kernel() {
+    if (const char* k = std::getenv("VESSEL_KERNEL"); k && *k) return k;
+    return cache_dir() + "/kernel/current/bzImage";
+}
+
+std::string default_initrd() {
+    if (const char* p = std::getenv("VESSEL_INITRAMFS"); p && *p) return p;
+    std::string dir = exe_dir();
+    for (const std::string& c :
+         {dir + "/guest/initramfs.cpio", dir + "/../share/vessel/initramfs.cpio"}) {
+        if (::access(c.c_str(), R_OK) == 0) return c;
+    }
+    return dir + "/guest/initramfs.cpio";
+}
+
+}  // namespace
+
+int cmd_boot(Args args) {
+    vmm::MachineConfig cfg;
+    std::string kernel = default_kernel(), initrd_path = default_initrd(), extra, console_log, cwd;
+    std::vector<std::string> env, argv;
+    bool verbose = false;
+
+    size_t i = 0;
+    auto value = [&](const std::string& flag) -> std::string {
+        if (i + 1 >= args.size()) usage_error(flag + " needs a value");
+        return args[++i];
+    };
+    for (; i < args.size(); ++i) {
+        std::string a = args[i];
+        if (a == "--") {
+            ++i;
+            break;
+        }
+        if (a == "--help" || a == "-h") {
+            std::fputs(kBootHelp, stdout);
+            return 0;
+        } else if (a == "--kernel") {
+            kernel = value(a);
+        } else if (a == "--initrd") {
+            initrd_path = value(a);
+        } else if (a == "--cpus") {
+            cfg.vcpus = parse_count(a, value(a));
+        } else if (a == "--memory") {
+            cfg.memory_mib = parse_size_mib(value(a));
+        } else if (a == "--cmdline") {
+            extra = value(a);
+        } else if (a == "--env" || a == "-e") {
+            std::string e = value(a);
+            if (e.find('=') == std::string::npos)
+                usage_error("--env: '" + e + "' is not KEY=VALUE");
+            env.push_back(e);
+        } else if (a == "--cwd") {
+            cwd = value(a);
+        } else if (a == "--console-log") {
+            console_log = value(a);
+        } else if (a == "--verbose" || a == "-v") {
+            verbose = true;
+        } else if (!a.empty() && a[0] == '-') {
+            usage_error("boot: unknown option '" + a + "'");
+        } else {
+            break;  // first word of the command
+        }
+    }
+    for (; i < args.size(); ++i) argv.emplace_back(args[i]);
+
+    cfg.kernel = kernel;
+    cfg.cmdline = std::string(kDefaultCmdline) + (verbose ? "" : " quiet loglevel=1");
+    if (!extra.empty()) cfg.cmdline += " " + extra;
+    vmm::validate(cfg);  // reject bad sizes before touching KVM or files
+    if (::access(kernel.c_str(), F_OK) != 0)
+        throw_errno("kernel " + kernel + " (build it with guest/kernel/build.sh or pass --kernel)");
+
+    cfg.initrd = read_file(initrd_path, "initramfs");
+    // The kernel unpacks concatenated archives, so the per-run archive goes after the base one.
+    std::string run = initramfs::make_run_archive(argv, env, cwd);
+    while (cfg.initrd.size() % 4) cfg.initrd.push_back(0);
+    cfg.initrd.insert(cfg.initrd.end(), run.begin(), run.end());
+
+    UniqueFd log;
+    if (!console_log.empty()) {
+        log = UniqueFd(::open(console_log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+        if (!log) throw_errno("opening console log " + console_log);
+        cfg.console_fd = log.get();
+    }
+
+    vmm::Machine m(std::move(cfg));
+    vmm::RunResult r = m.run();
+    switch (r.reason) {
+        case vmm::RunResult::Reason::ExitStatus:
+            return r.status;
+        case vmm::RunResult::Reason::Reset:
+            std::fprintf(stderr,
+                         "vessel: guest reset without reporting an exit status "
+                         "(kernel panic or reboot)\n");
+            return 1;
+        case vmm::RunResult::Reason::Signal:
+            return 128 + r.status;
+        case vmm::RunResult::Reason::Error:
+            std::fprintf(stderr, "vessel: %s\n", r.detail.c_str());
+            return 1;
+    }
+    return 1;
+}
+
+}  // namespace vessel::cli

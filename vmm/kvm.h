@@ -1,0 +1,77 @@
+// Thin RAII wrappers over the KVM API. Only vmm/ issues KVM ioctls.
+#pragma once
+
+#include <linux/kvm.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "cpu_setup.h"
+#include "fd.h"
+#include "guest_memory.h"
+
+namespace vessel::vmm {
+
+class Kvm {
+  public:
+    // Opens the KVM device; throws std::system_error with an explanation when it is missing
+    // or not accessible.
+    explicit Kvm(const std::string& path = "/dev/kvm");
+
+    int fd() const { return fd_.get(); }
+    int check_extension(long cap) const;
+    size_t vcpu_mmap_size() const { return vcpu_mmap_size_; }
+    uint32_t max_vcpus() const;
+    std::vector<kvm_cpuid_entry2> supported_cpuid() const;
+
+  private:
+    UniqueFd fd_;
+    size_t vcpu_mmap_size_ = 0;
+};
+
+class Vm {
+  public:
+    explicit Vm(const Kvm& kvm);
+
+    int fd() const { return fd_.get(); }
+    // Registers every region of `mem` as a KVM memory slot.
+    void set_memory(const GuestMemory& mem);
+    // Pulses (edge) or sets (level) an IOAPIC/PIC input.
+    void set_irq_line(uint32_t irq, bool level) const;
+    void pulse_irq(uint32_t irq) const {
+        set_irq_line(irq, true);
+        set_irq_line(irq, false);
+    }
+
+  private:
+    UniqueFd fd_;
+    uint32_t next_slot_ = 0;
+};
+
+class Vcpu {
+  public:
+    Vcpu(const Kvm& kvm, const Vm& vm, uint32_t index);
+
+    uint32_t index() const { return index_; }
+    kvm_run* run_data() const { return run_.as<kvm_run>(); }
+    // KVM_RUN; returns 0 or -errno (EINTR when kicked).
+    int run() const;
+
+    void set_cpuid(const std::vector<kvm_cpuid_entry2>& entries) const;
+    void set_msrs(const std::vector<MsrValue>& msrs) const;
+    kvm_sregs get_sregs() const;
+    void set_sregs(const kvm_sregs& s) const;
+    void set_regs(const kvm_regs& r) const;
+    kvm_regs get_regs() const;
+    void set_fpu(const kvm_fpu& f) const;
+    // Wires LINT0 to ExtINT and LINT1 to NMI, as firmware does.
+    void setup_lapic_lints() const;
+
+  private:
+    uint32_t index_;
+    UniqueFd fd_;
+    Mapping run_;
+};
+
+}  // namespace vessel::vmm

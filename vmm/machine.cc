@@ -1,0 +1,236 @@
+#include "machine.h"
+
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <stdexcept>
+#include <thread>
+
+#include "boot.h"
+#include "control_devices.h"
+#include "cpu_setup.h"
+#include "guest/init/protocol.h"
+#include "layout.h"
+#include "mptable.h"
+
+namespace vessel::vmm {
+namespace {
+
+// Delivered to vCPU threads to make KVM_RUN return; the handler does nothing on purpose.
+const int kKickSignal = SIGRTMIN + 1;
+
+void on_kick(int) {}
+
+uint64_t host_ram_mib() {
+    long pages = ::sysconf(_SC_PHYS_PAGES), psz = ::sysconf(_SC_PAGESIZE);
+    if (pages <= 0 || psz <= 0) return kMaxMemoryMiB;
+    return static_cast<uint64_t>(pages) * static_cast<uint64_t>(psz) >> 20;
+}
+
+void write_all(int fd, const uint8_t* p, size_t n) {
+    while (n > 0) {
+        ssize_t w = ::write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return;  // console gone: drop output rather than stall the guest
+        }
+        p += w;
+        n -= static_cast<size_t>(w);
+    }
+}
+
+}  // namespace
+
+void validate(const MachineConfig& cfg) {
+    if (cfg.kernel.empty()) throw std::invalid_argument("no kernel given");
+    uint64_t max_mem = std::min(kMaxMemoryMiB, host_ram_mib());
+    if (cfg.memory_mib < kMinMemoryMiB || cfg.memory_mib > max_mem)
+        throw std::invalid_argument("memory size " + std::to_string(cfg.memory_mib) +
+                                    " MiB out of range (" + std::to_string(kMinMemoryMiB) + " to " +
+                                    std::to_string(max_mem) + " MiB)");
+    if (cfg.vcpus < 1 || cfg.vcpus > kMaxVcpus)
+        throw std::invalid_argument("vCPU count " + std::to_string(cfg.vcpus) +
+                                    " out of range (1 to " + std::to_string(kMaxVcpus) + ")");
+}
+
+Machine::Machine(MachineConfig cfg)
+    : cfg_((validate(cfg), std::move(cfg))),
+      kvm_(cfg_.kvm_path),
+      vm_(kvm_),
+      mem_(GuestMemory::create(cfg_.memory_mib << 20)) {
+    if (cfg_.vcpus > kvm_.max_vcpus())
+        throw std::invalid_argument("vCPU count " + std::to_string(cfg_.vcpus) +
+                                    " exceeds this host's KVM limit of " +
+                                    std::to_string(kvm_.max_vcpus()));
+    stop_fd_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!stop_fd_) throw_errno("creating stop eventfd");
+    vm_.set_memory(mem_);
+
+    int console = cfg_.console_fd;
+    serial_ = std::make_shared<Serial>([console](uint8_t b) { write_all(console, &b, 1); },
+                                       [this] { vm_.pulse_irq(layout::kCom1Irq); });
+    pio_.insert(layout::kCom1Port, 8, serial_);
+    pio_.insert(layout::kI8042DataPort, 5, std::make_shared<I8042>([this] {
+                    request_stop({RunResult::Reason::Reset, 0, {}});
+                }));
+    pio_.insert(guest::kExitPort, guest::kExitPortWidth,
+                std::make_shared<ExitDevice>([this](uint32_t status) {
+                    request_stop({RunResult::Reason::ExitStatus, static_cast<int>(status), {}});
+                }));
+
+    for (uint32_t i = 0; i < cfg_.vcpus; ++i)
+        vcpus_.push_back(std::make_unique<Vcpu>(kvm_, vm_, i));
+}
+
+Machine::~Machine() = default;
+
+void Machine::setup_vcpu(Vcpu& v, const std::vector<kvm_cpuid_entry2>& cpuid, uint64_t entry,
+                         uint64_t zero_page) {
+    v.set_cpuid(cpuid_for_vcpu(cpuid, v.index(), cfg_.vcpus));
+    v.set_msrs(boot_msrs());
+    v.setup_lapic_lints();
+    if (v.index() != 0) return;  // application processors wait for INIT/SIPI from the BSP
+    kvm_fpu fpu{};
+    fpu.fcw = 0x37f;
+    fpu.mxcsr = 0x1f80;
+    v.set_fpu(fpu);
+    v.set_sregs(long_mode_sregs(v.get_sregs()));
+    kvm_regs r{};
+    r.rflags = 0x2;
+    r.rip = entry;
+    r.rsi = zero_page;
+    r.rsp = r.rbp = layout::kBootStackTop;
+    v.set_regs(r);
+}
+
+void Machine::request_stop(RunResult r) {
+    bool expected = false;
+    if (result_set_.compare_exchange_strong(expected, true)) result_ = std::move(r);
+    stopping_.store(true);
+    for (auto& v : vcpus_) v->run_data()->immediate_exit = 1;
+    uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(stop_fd_.get(), &one, sizeof one);
+}
+
+bool Machine::handle_exit(Vcpu& v) {
+    kvm_run* run = v.run_data();
+    switch (run->exit_reason) {
+        case KVM_EXIT_IO: {
+            auto* base = reinterpret_cast<uint8_t*>(run) + run->io.data_offset;
+            for (uint32_t i = 0; i < run->io.count; ++i) {
+                std::span<uint8_t> d(base + i * run->io.size, run->io.size);
+                if (run->io.direction == KVM_EXIT_IO_OUT)
+                    pio_.write(run->io.port, d);
+                else
+                    pio_.read(run->io.port, d);
+            }
+            return true;
+        }
+        case KVM_EXIT_MMIO: {
+            std::span<uint8_t> d(run->mmio.data, std::min<uint32_t>(run->mmio.len, 8));
+            if (run->mmio.is_write)
+                mmio_.write(run->mmio.phys_addr, d);
+            else
+                mmio_.read(run->mmio.phys_addr, d);
+            return true;
+        }
+        case KVM_EXIT_SHUTDOWN:  // triple fault: the guest reset itself
+        case KVM_EXIT_HLT:
+            request_stop({RunResult::Reason::Reset, 0, {}});
+            return false;
+        case KVM_EXIT_SYSTEM_EVENT:
+            request_stop({RunResult::Reason::Reset, 0, {}});
+            return false;
+        case KVM_EXIT_FAIL_ENTRY:
+            request_stop({RunResult::Reason::Error, 0,
+                          "vCPU " + std::to_string(v.index()) +
+                              ": KVM entry failed, hardware reason " +
+                              std::to_string(run->fail_entry.hardware_entry_failure_reason)});
+            return false;
+        case KVM_EXIT_INTERNAL_ERROR:
+            request_stop({RunResult::Reason::Error, 0,
+                          "vCPU " + std::to_string(v.index()) + ": KVM internal error, suberror " +
+                              std::to_string(run->internal.suberror)});
+            return false;
+        default:
+            request_stop({RunResult::Reason::Error, 0,
+                          "vCPU " + std::to_string(v.index()) + ": unhandled KVM exit " +
+                              std::to_string(run->exit_reason)});
+            return false;
+    }
+}
+
+void Machine::vcpu_loop(Vcpu& v) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, kKickSignal);
+    pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+    while (!stopping_.load()) {
+        int r = v.run();
+        if (r == -EINTR || r == -EAGAIN) continue;
+        if (r < 0) {
+            request_stop(
+                {RunResult::Reason::Error, 0,
+                 "vCPU " + std::to_string(v.index()) + ": KVM_RUN failed: " + std::strerror(-r)});
+            break;
+        }
+        if (!handle_exit(v)) break;
+    }
+}
+
+RunResult Machine::run() {
+    KernelImage k = load_kernel(mem_, cfg_.kernel);
+    if (!write_long_mode_tables(mem_)) throw BootError("guest memory too small for page tables");
+    std::vector<uint8_t> mp = build_mptable(cfg_.vcpus);
+    if (!mem_.write(kMpTableAddr, mp.data(), mp.size()))
+        throw BootError("guest memory too small for the MP table");
+    uint64_t zero_page = write_boot_data(mem_, k, cfg_.cmdline, cfg_.initrd);
+    // The initramfs now lives in guest memory; the host copy is dead weight.
+    std::vector<uint8_t>().swap(cfg_.initrd);
+
+    auto cpuid = kvm_.supported_cpuid();
+    for (auto& v : vcpus_) setup_vcpu(*v, cpuid, k.entry, zero_page);
+
+    // Signals that stop the VM are taken synchronously by this thread only.
+    sigset_t stop_sigs;
+    sigemptyset(&stop_sigs);
+    for (int s : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&stop_sigs, s);
+    sigset_t block = stop_sigs;
+    sigaddset(&block, kKickSignal);
+    sigset_t old;
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    struct sigaction sa {};
+    sa.sa_handler = on_kick;
+    sigaction(kKickSignal, &sa, nullptr);
+    UniqueFd sfd(::signalfd(-1, &stop_sigs, SFD_CLOEXEC | SFD_NONBLOCK));
+    if (!sfd) throw_errno("creating signalfd");
+
+    std::vector<std::thread> threads;
+    for (auto& v : vcpus_) threads.emplace_back([this, &v] { vcpu_loop(*v); });
+
+    pollfd fds[2] = {{stop_fd_.get(), POLLIN, 0}, {sfd.get(), POLLIN, 0}};
+    while (!stopping_.load()) {
+        int n = ::poll(fds, 2, -1);
+        if (n < 0 && errno != EINTR) break;
+        if (fds[1].revents & POLLIN) {
+            signalfd_siginfo si{};
+            if (::read(sfd.get(), &si, sizeof si) == sizeof si)
+                request_stop({RunResult::Reason::Signal, static_cast<int>(si.ssi_signo), {}});
+        }
+    }
+    for (size_t i = 0; i < threads.size(); ++i) {
+        vcpus_[i]->run_data()->immediate_exit = 1;
+        pthread_kill(threads[i].native_handle(), kKickSignal);
+    }
+    for (auto& t : threads) t.join();
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    return result_;
+}
+
+}  // namespace vessel::vmm

@@ -53,7 +53,8 @@ _Noreturn void run(const struct boot_params* bp) {
     puts_serial("ram_kib=");
     put_dec(ram >> 10);
     putc_serial('\n');
-    if (bp->e820_entries < 2 || bp->e820_table[0].addr != 0 || bp->e820_table[0].type != 1) fail |= 32;
+    if (bp->e820_entries < 2 || bp->e820_table[0].addr != 0 || bp->e820_table[0].type != 1)
+        fail |= 32;
     // The initramfs must lie inside RAM the e820 map reports.
     int inside = 0;
     for (int i = 0; i < bp->e820_entries; ++i) {

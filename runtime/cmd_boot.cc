@@ -34,7 +34,10 @@ const char kBootHelp[] =
     "  --env KEY=VALUE    environment for CMD (repeatable)\n"
     "  --cwd DIR          working directory for CMD in the guest\n"
     "  --console-log FILE write the serial console to FILE instead of stdout\n"
-    "  --verbose          show the kernel's boot messages\n";
+    "  --verbose          show the kernel's boot messages\n"
+    "  --write-initrd FILE  write the assembled initramfs to FILE and exit (to boot the same\n"
+    "                     guest elsewhere, e.g. in QEMU for comparison)\n"
+    "  --print-cmdline    print the kernel command line vessel would use and exit\n";
 
 uint64_t parse_size_mib(const std::string& s) {
     size_t pos = 0;
@@ -89,7 +92,9 @@ std::string default_initrd() {
 
 int cmd_boot(Args args) {
     vmm::MachineConfig cfg;
-    std::string kernel = default_kernel(), initrd_path = default_initrd(), extra, console_log, cwd;
+    std::string kernel = default_kernel(), initrd_path = default_initrd(), extra, console_log, cwd,
+                write_initrd;
+    bool print_cmdline = false;
     std::vector<std::string> env, argv;
     bool verbose = false;
 
@@ -126,6 +131,10 @@ int cmd_boot(Args args) {
             cwd = value(a);
         } else if (a == "--console-log") {
             console_log = value(a);
+        } else if (a == "--write-initrd") {
+            write_initrd = value(a);
+        } else if (a == "--print-cmdline") {
+            print_cmdline = true;
         } else if (a == "--verbose" || a == "-v") {
             verbose = true;
         } else if (!a.empty() && a[0] == '-') {
@@ -140,6 +149,10 @@ int cmd_boot(Args args) {
     cfg.cmdline = std::string(kDefaultCmdline) + (verbose ? "" : " quiet loglevel=1");
     if (!extra.empty()) cfg.cmdline += " " + extra;
     vmm::validate(cfg);  // reject bad sizes before touching KVM or files
+    if (print_cmdline) {
+        std::printf("%s\n", cfg.cmdline.c_str());
+        return 0;
+    }
     if (::access(kernel.c_str(), F_OK) != 0)
         throw_errno("kernel " + kernel + " (build it with guest/kernel/build.sh or pass --kernel)");
 
@@ -148,6 +161,14 @@ int cmd_boot(Args args) {
     std::string run = initramfs::make_run_archive(argv, env, cwd);
     while (cfg.initrd.size() % 4) cfg.initrd.push_back(0);
     cfg.initrd.insert(cfg.initrd.end(), run.begin(), run.end());
+
+    if (!write_initrd.empty()) {
+        std::ofstream out(write_initrd, std::ios::binary | std::ios::trunc);
+        out.write(reinterpret_cast<const char*>(cfg.initrd.data()),
+                  static_cast<std::streamsize>(cfg.initrd.size()));
+        if (!out.flush()) throw_errno("writing initramfs " + write_initrd);
+        return 0;
+    }
 
     UniqueFd log;
     if (!console_log.empty()) {

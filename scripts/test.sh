@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs every test: unit, KVM (freestanding guests on this host's KVM) and end-to-end (the real
+# guest kernel; inside the nested harness on PVM hosts), in a normal and an ASan/UBSan build,
+# plus the clang-format check.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+bash scripts/build.sh RelWithDebInfo build
+bash scripts/build.sh Asan build-asan
+
+status=0
+echo "== tests (RelWithDebInfo)"
+ctest --test-dir build --output-on-failure || status=1
+echo "== tests (ASan/UBSan)"
+ctest --test-dir build-asan --output-on-failure || status=1
+exit $status

@@ -1,0 +1,365 @@
+// vessel-init: PID 1 of a vessel guest. Prepares a minimal userspace, runs the one command the
+// VMM asked for (see protocol.h), reaps everything, and reports the command's exit status
+// through the exit device. Deliberately free of iostreams and exceptions paths to stay small.
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <sys/io.h>
+#endif
+
+#include <initializer_list>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "guest/init/proto.h"
+#include "guest/init/protocol.h"
+#include "guest/init/unique_fd.h"
+
+extern char** environ;
+
+namespace {
+
+using vessel::guest::UniqueFd;
+namespace proto = vessel::guest;
+
+// Unbuffered and allocation-free, so it is safe between fork() and exec() too.
+void say(std::initializer_list<std::string_view> parts) {
+    iovec iov[8];
+    int n = 0;
+    iov[n++] = {const_cast<char*>("vessel-init: "), 13};
+    for (auto p : parts) {
+        if (n == 7) break;
+        iov[n++] = {const_cast<char*>(p.data()), p.size()};
+    }
+    iov[n++] = {const_cast<char*>("\n"), 1};
+    // Best effort: nowhere else to report a failing console.
+    while (writev(STDERR_FILENO, iov, n) < 0 && errno == EINTR) {
+    }
+}
+
+void warn_errno(std::string_view what, std::string_view arg = {}) {
+    const char* err = strerror(errno);
+    if (arg.empty())
+        say({what, ": ", err});
+    else
+        say({what, " ", arg, ": ", err});
+}
+
+bool fd_open(int fd) {
+    return fcntl(fd, F_GETFD) >= 0;
+}
+
+// The kernel opens /dev/console as fds 0-2 only if the node exists in the rootfs.
+void ensure_console() {
+    if (fd_open(0) && fd_open(1) && fd_open(2)) return;
+    const int fd = open("/dev/console", O_RDWR | O_NOCTTY);
+    if (fd < 0) return;
+    for (int i = 0; i <= 2; ++i) {
+        if (!fd_open(i)) dup2(fd, i);
+    }
+    UniqueFd extra(fd > 2 ? fd : -1);  // only the copies in 0-2 are kept
+}
+
+// The kernel's fds 0-2 point at the initramfs /dev/console, now hidden under devtmpfs, so
+// ttyname() (used by `tty`, shells, editors) cannot find them. Swap in the visible node.
+void reopen_console_from_devtmpfs() {
+    const int fd = open("/dev/console", O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0) return;
+    UniqueFd console(fd);
+    for (int i = 0; i <= 2; ++i) {
+        struct stat st;
+        if (fstat(i, &st) == 0 && S_ISCHR(st.st_mode) && st.st_rdev == makedev(5, 1))
+            dup2(console.get(), i);
+    }
+}
+
+void make_dir(const char* path, mode_t mode) {
+    if (mkdir(path, mode) < 0 && errno != EEXIST) warn_errno("mkdir", path);
+}
+
+void mount_fs(const char* type, const char* target, unsigned long flags, const char* data,
+              mode_t dir_mode = 0755) {
+    make_dir(target, dir_mode);
+    // EBUSY: already mounted there (e.g. devtmpfs auto-mounted by the kernel).
+    if (mount(type, target, type, flags, data) < 0 && errno != EBUSY) warn_errno("mount", target);
+}
+
+void make_symlink(const char* target, const char* path) {
+    if (symlink(target, path) < 0 && errno != EEXIST) warn_errno("symlink", path);
+}
+
+std::optional<std::string> read_file(std::string_view path) {
+    const std::string p(path);
+    UniqueFd fd(open(p.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) {
+        if (errno != ENOENT) warn_errno("open", p);
+        return std::nullopt;
+    }
+    std::string out;
+    char buf[4096];
+    for (;;) {
+        const ssize_t n = read(fd.get(), buf, sizeof buf);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            warn_errno("read", p);
+            return std::nullopt;
+        }
+        if (n == 0) break;
+        out.append(buf, static_cast<size_t>(n));
+    }
+    return out;
+}
+
+// Tolerates files written by hand ("echo /srv > cwd").
+std::string chomp(std::string s) {
+    while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+    return s;
+}
+
+void mount_filesystems() {
+    constexpr unsigned long kSafe = MS_NOSUID | MS_NODEV | MS_NOEXEC;
+    mount_fs("proc", "/proc", kSafe, nullptr);
+    mount_fs("sysfs", "/sys", kSafe, nullptr);
+    make_dir("/dev/pts", 0755);
+    mount_fs("devpts", "/dev/pts", MS_NOSUID | MS_NOEXEC, "mode=0620,ptmxmode=0666");
+    mount_fs("tmpfs", "/dev/shm", MS_NOSUID | MS_NODEV, "mode=1777", 01777);
+    mount_fs("tmpfs", "/tmp", MS_NOSUID | MS_NODEV, "mode=1777", 01777);
+    mount_fs("tmpfs", "/run", MS_NOSUID | MS_NODEV, "mode=0755");
+    // Shells and many scripts expect these; devtmpfs does not provide them.
+    make_symlink("/proc/self/fd", "/dev/fd");
+    make_symlink("/proc/self/fd/0", "/dev/stdin");
+    make_symlink("/proc/self/fd/1", "/dev/stdout");
+    make_symlink("/proc/self/fd/2", "/dev/stderr");
+}
+
+void set_hostname() {
+    std::string name = chomp(read_file(proto::kHostnamePath).value_or(""));
+    if (name.empty()) name = proto::kDefaultHostname;
+    if (sethostname(name.data(), name.size()) < 0) warn_errno("sethostname", name);
+}
+
+// Many programs assume localhost works; it costs one ioctl.
+void bring_up_loopback() {
+    UniqueFd sock(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    if (!sock) {
+        if (errno != EAFNOSUPPORT) warn_errno("socket");
+        return;
+    }
+    ifreq ifr{};
+    memcpy(ifr.ifr_name, "lo", 3);
+    if (ioctl(sock.get(), SIOCGIFFLAGS, &ifr) < 0) {
+        if (errno != ENODEV) warn_errno("SIOCGIFFLAGS", "lo");
+        return;
+    }
+    ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+    if (ioctl(sock.get(), SIOCSIFFLAGS, &ifr) < 0) warn_errno("SIOCSIFFLAGS", "lo");
+}
+
+// The VMM copies console bytes verbatim to the host terminal, which already does its own
+// "\n" -> "\r\n"; doing it here too would double the carriage returns.
+void disable_console_output_processing() {
+    termios t;
+    if (tcgetattr(STDOUT_FILENO, &t) < 0) {
+        if (errno != ENOTTY) warn_errno("tcgetattr", "console");
+        return;
+    }
+    t.c_oflag &= ~static_cast<tcflag_t>(OPOST);
+    if (tcsetattr(STDOUT_FILENO, TCSANOW, &t) < 0) warn_errno("tcsetattr", "console");
+}
+
+volatile sig_atomic_t g_command_pid = 0;
+
+// PID 1 gets no default signal actions, so termination requests would otherwise be lost.
+void forward_signal(int sig) {
+    const pid_t pid = g_command_pid;
+    if (pid > 0) kill(pid, sig);
+}
+
+constexpr int kForwardedSignals[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
+
+void install_signal_forwarding() {
+    struct sigaction sa {};
+    sa.sa_handler = forward_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    for (int sig : kForwardedSignals) sigaction(sig, &sa, nullptr);
+    // Ctrl-Alt-Del then arrives as SIGINT for the command instead of an immediate reboot.
+    reboot(RB_DISABLE_CAD);
+}
+
+struct Command {
+    std::vector<std::string> argv;
+    std::vector<std::string> env;
+    std::string cwd;
+};
+
+Command load_command() {
+    Command c;
+    c.argv = proto::split_nul_list(read_file(proto::kArgvPath).value_or(""));
+    if (c.argv.empty()) c.argv.emplace_back(proto::kDefaultShell);
+    c.env = proto::merge_env(proto::default_env(),
+                             proto::split_nul_list(read_file(proto::kEnvPath).value_or("")));
+    c.cwd = chomp(read_file(proto::kCwdPath).value_or(""));
+    return c;
+}
+
+std::vector<char*> c_strings(std::vector<std::string>& v) {
+    std::vector<char*> out;
+    out.reserve(v.size() + 1);
+    for (auto& s : v) out.push_back(s.data());
+    out.push_back(nullptr);
+    return out;
+}
+
+// Returns the pid of the command, or -1 if it could not be forked.
+pid_t spawn(Command& cmd) {
+    // Built before fork() so the child only calls async-signal-safe functions.
+    std::vector<char*> argv = c_strings(cmd.argv);
+    std::vector<char*> envp = c_strings(cmd.env);
+    const pid_t pid = fork();
+    if (pid != 0) return pid;
+
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    for (int sig : kForwardedSignals) sigaction(sig, &dfl, nullptr);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+
+    // Own session with the console as controlling tty: needed for job control and ^C.
+    setsid();
+    if (ioctl(STDIN_FILENO, TIOCSCTTY, 1) < 0 && errno != ENOTTY) warn_errno("TIOCSCTTY");
+
+    if (!cmd.cwd.empty() && chdir(cmd.cwd.c_str()) < 0) {
+        warn_errno("chdir", cmd.cwd);
+        _exit(proto::kStatusExecFailed);
+    }
+    // execvpe() searches the caller's PATH, not envp's, so switch environments first.
+    environ = envp.data();
+    execvp(argv[0], argv.data());
+    const int err = errno;
+    say({argv[0], ": ", strerror(err)});
+    _exit(err == ENOENT ? proto::kStatusExecNotFound : proto::kStatusExecFailed);
+}
+
+// Reaps everything (orphans are reparented to us) until the command itself exits.
+int wait_for_command(pid_t pid) {
+    for (;;) {
+        int ws;
+        const pid_t p = waitpid(-1, &ws, 0);
+        if (p < 0) {
+            if (errno == EINTR) continue;
+            warn_errno("waitpid");
+            return proto::kStatusInitFailure;
+        }
+        if (p == pid) return proto::exit_status_from_wait(ws);
+    }
+}
+
+timespec now() {
+    timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t;
+}
+
+long long ms_since(const timespec& start) {
+    const timespec t = now();
+    return (t.tv_sec - start.tv_sec) * 1000LL + (t.tv_nsec - start.tv_nsec) / 1000000;
+}
+
+// True once no processes are left. Expects SIGCHLD to be blocked.
+bool reap_all_within(long long budget_ms) {
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    const timespec start = now();
+    for (;;) {
+        pid_t p;
+        while ((p = waitpid(-1, nullptr, WNOHANG)) > 0) {
+        }
+        if (p < 0 && errno == ECHILD) return true;
+        const long long left = budget_ms - ms_since(start);
+        if (left <= 0) return false;
+        const timespec ts{static_cast<time_t>(left / 1000),
+                          static_cast<long>(left % 1000) * 1000000};
+        sigtimedwait(&chld, nullptr, &ts);
+    }
+}
+
+void terminate_everything() {
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    // Blocked SIGCHLD stays pending even with the default "ignore" action.
+    sigprocmask(SIG_BLOCK, &chld, nullptr);
+    if (reap_all_within(0)) return;
+    kill(-1, SIGTERM);
+    if (reap_all_within(500)) return;
+    kill(-1, SIGKILL);
+    if (!reap_all_within(2000)) say({"processes left after SIGKILL"});
+}
+
+[[noreturn]] void report_and_halt(int status) {
+    // Running in a PID namespace on the host (tests): exiting ends the namespace.
+    if (getenv("VESSEL_INIT_TEST_EXIT") != nullptr) _exit(status);
+#if defined(__x86_64__) || defined(__i386__)
+    if (ioperm(vessel::guest::kExitPort, vessel::guest::kExitPortWidth, 1) == 0)
+        outl(static_cast<unsigned>(status), vessel::guest::kExitPort);
+    else
+        warn_errno("ioperm");
+#endif
+    // Fallback: with reboot=k the VMM sees the i8042 reset and stops the VM.
+    reboot(RB_AUTOBOOT);
+    warn_errno("reboot");
+    // PID 1 must never exit: that panics the kernel.
+    for (;;) pause();
+}
+
+}  // namespace
+
+int main() {
+    if (getpid() != 1) {
+        // Guard against mounting over and killing the host by accident.
+        say({"must run as PID 1"});
+        return 1;
+    }
+    ensure_console();
+    mount_fs("devtmpfs", "/dev", MS_NOSUID, "mode=0755");
+    ensure_console();
+    reopen_console_from_devtmpfs();
+    disable_console_output_processing();
+    mount_filesystems();
+    set_hostname();
+    bring_up_loopback();
+    install_signal_forwarding();
+
+    Command cmd = load_command();
+    int status = proto::kStatusInitFailure;
+    const pid_t pid = spawn(cmd);
+    if (pid < 0) {
+        warn_errno("fork");
+    } else {
+        g_command_pid = pid;
+        status = wait_for_command(pid);
+        g_command_pid = 0;
+    }
+    terminate_everything();
+    sync();
+    report_and_halt(status);
+}

@@ -1,0 +1,31 @@
+// Pure helpers shared by vessel-init and the host side (run archive writer, tests).
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace vessel::guest {
+
+// Splits NUL-terminated entries; a final entry without its NUL is kept, empty entries too.
+std::vector<std::string> split_nul_list(std::string_view data);
+
+// Inverse of split_nul_list: every entry followed by a NUL.
+// Throws std::invalid_argument if an entry contains a NUL itself.
+std::string join_nul_list(const std::vector<std::string>& entries);
+
+// Maps a waitpid() status to a shell-style exit code: WEXITSTATUS, or 128 + signal.
+int exit_status_from_wait(int wait_status);
+
+// Key of a KEY=VALUE entry; empty if there is no '=' or the key is empty.
+std::string_view env_key(std::string_view entry);
+
+// Returns base with each override replacing the entry of the same key, or appended.
+// Overrides without a valid key are dropped.
+std::vector<std::string> merge_env(std::vector<std::string> base,
+                                   const std::vector<std::string>& overrides);
+
+// The environment the command gets when the VMM passes none.
+std::vector<std::string> default_env();
+
+}  // namespace vessel::guest

@@ -44,7 +44,8 @@ std::map<std::string, long> rss_kib(pid_t pid) {
     std::string line;
     while (std::getline(in, line)) {
         for (const char* k : {"VmRSS", "RssAnon", "RssFile", "RssShmem"}) {
-            if (line.rfind(std::string(k) + ":", 0) == 0) m[k] = std::atol(line.c_str() + strlen(k) + 1);
+            if (line.rfind(std::string(k) + ":", 0) == 0)
+                m[k] = std::atol(line.c_str() + strlen(k) + 1);
         }
     }
     return m;
@@ -62,10 +63,11 @@ void report(const char* name, const Series& s) {
                               *std::max_element(v.begin(), v.end()));
     };
     auto [imin, imax] = mm(s.to_init);
-    std::printf("%-14s boot-to-init median %7.1f ms (min %7.1f, max %7.1f)  to-exit median %7.1f ms"
-                "  runs %zu  failures %d\n",
-                name, median(s.to_init) * 1e3, imin * 1e3, imax * 1e3, median(s.to_exit) * 1e3,
-                s.to_init.size(), s.failures);
+    std::printf(
+        "%-14s boot-to-init median %7.1f ms (min %7.1f, max %7.1f)  to-exit median %7.1f ms"
+        "  runs %zu  failures %d\n",
+        name, median(s.to_init) * 1e3, imin * 1e3, imax * 1e3, median(s.to_exit) * 1e3,
+        s.to_init.size(), s.failures);
 }
 
 }  // namespace
@@ -81,14 +83,20 @@ int main(int argc, char** argv) {
             }
             return argv[++i];
         };
-        if (k == "--vessel") a.vessel = val();
-        else if (k == "--kernel") a.kernel = val();
-        else if (k == "--qemu") a.qemu = val();
-        else if (k == "--runs") a.runs = std::atoi(val().c_str());
-        else if (k == "--memory") a.memory = std::atoi(val().c_str());
+        if (k == "--vessel")
+            a.vessel = val();
+        else if (k == "--kernel")
+            a.kernel = val();
+        else if (k == "--qemu")
+            a.qemu = val();
+        else if (k == "--runs")
+            a.runs = std::atoi(val().c_str());
+        else if (k == "--memory")
+            a.memory = std::atoi(val().c_str());
         else {
-            std::fprintf(stderr, "usage: boot_bench [--kernel K] [--runs N] [--memory MiB] "
-                                 "[--vessel PATH] [--qemu PATH]\n");
+            std::fprintf(stderr,
+                         "usage: boot_bench [--kernel K] [--runs N] [--memory MiB] "
+                         "[--vessel PATH] [--qemu PATH]\n");
             return 2;
         }
     }
@@ -104,7 +112,8 @@ int main(int argc, char** argv) {
     int fd = ::mkstemp(initrd);
     if (fd < 0) return 1;
     ::close(fd);
-    std::vector<std::string> w = {a.vessel, "boot", "--kernel", a.kernel, "--write-initrd", initrd, "--"};
+    std::vector<std::string> w = {a.vessel,         "boot", "--kernel", a.kernel,
+                                  "--write-initrd", initrd, "--"};
     w.insert(w.end(), guest_cmd.begin(), guest_cmd.end());
     ProcResult wr = run_process(w, 60);
     ProcResult cl = run_process({a.vessel, "boot", "--kernel", a.kernel, "--print-cmdline"}, 60);
@@ -115,14 +124,35 @@ int main(int argc, char** argv) {
     }
     std::string cmdline = cl.out.substr(0, cl.out.find('\n'));
 
-    std::vector<std::string> vessel_argv = {a.vessel, "boot", "--kernel", a.kernel, "--memory", mem, "--"};
+    std::vector<std::string> vessel_argv = {a.vessel,   "boot", "--kernel", a.kernel,
+                                            "--memory", mem,    "--"};
     vessel_argv.insert(vessel_argv.end(), guest_cmd.begin(), guest_cmd.end());
-    std::vector<std::string> qemu_argv = {a.qemu, "-M", "microvm", "-accel", "kvm", "-cpu", "host",
-                                          "-m", mem, "-smp", "1", "-nodefaults", "-no-user-config",
-                                          "-nographic", "-serial", "stdio", "-no-reboot",
-                                          "-kernel", a.kernel, "-initrd", initrd, "-append", cmdline};
+    std::vector<std::string> qemu_argv = {a.qemu,
+                                          "-M",
+                                          "microvm",
+                                          "-accel",
+                                          "kvm",
+                                          "-cpu",
+                                          "host",
+                                          "-m",
+                                          mem,
+                                          "-smp",
+                                          "1",
+                                          "-nodefaults",
+                                          "-no-user-config",
+                                          "-nographic",
+                                          "-serial",
+                                          "stdio",
+                                          "-no-reboot",
+                                          "-kernel",
+                                          a.kernel,
+                                          "-initrd",
+                                          initrd,
+                                          "-append",
+                                          cmdline};
 
-    std::printf("kernel %s, %d MiB, %d runs each, command: echo\n", a.kernel.c_str(), a.memory, a.runs);
+    std::printf("kernel %s, %d MiB, %d runs each, command: echo\n", a.kernel.c_str(), a.memory,
+                a.runs);
     Series sv, sq;
     for (int i = 0; i < a.runs; ++i) {
         for (auto* which : {&sv, &sq}) {
@@ -144,7 +174,8 @@ int main(int argc, char** argv) {
     report("vessel", sv);
     report("qemu-microvm", sq);
     if (!sv.to_init.empty() && !sq.to_init.empty())
-        std::printf("ratio vessel/qemu boot-to-init: %.2f\n", median(sv.to_init) / median(sq.to_init));
+        std::printf("ratio vessel/qemu boot-to-init: %.2f\n",
+                    median(sv.to_init) / median(sq.to_init));
 
     // Memory: sample both VMMs while the guest sleeps after printing the marker.
     auto sample = [&](std::vector<std::string> argv) {
@@ -160,17 +191,20 @@ int main(int argc, char** argv) {
         run_process(argv, o);
         return m;
     };
-    std::vector<std::string> vs = {a.vessel, "boot", "--kernel", a.kernel, "--memory", mem, "--",
-                                   "sh", "-c", std::string("echo ") + kMarker + "; sleep 5"};
+    std::vector<std::string> vs = {
+        a.vessel, "boot", "--kernel", a.kernel, "--memory",
+        mem,      "--",   "sh",       "-c",     std::string("echo ") + kMarker + "; sleep 5"};
     auto vm = sample(vs);
     auto qm = sample(qemu_argv);
     auto overhead = [](std::map<std::string, long>& m) { return m["RssAnon"] + m["RssFile"]; };
-    std::printf("vessel RSS: total %ld KiB, guest RAM touched (shmem) %ld KiB, VMM overhead "
-                "(anon+file) %ld KiB\n",
-                vm["VmRSS"], vm["RssShmem"], overhead(vm));
-    std::printf("qemu   RSS: total %ld KiB, shmem %ld KiB, anon+file %ld KiB (QEMU's guest RAM is "
-                "anonymous, so this includes touched guest memory)\n",
-                qm["VmRSS"], qm["RssShmem"], overhead(qm));
+    std::printf(
+        "vessel RSS: total %ld KiB, guest RAM touched (shmem) %ld KiB, VMM overhead "
+        "(anon+file) %ld KiB\n",
+        vm["VmRSS"], vm["RssShmem"], overhead(vm));
+    std::printf(
+        "qemu   RSS: total %ld KiB, shmem %ld KiB, anon+file %ld KiB (QEMU's guest RAM is "
+        "anonymous, so this includes touched guest memory)\n",
+        qm["VmRSS"], qm["RssShmem"], overhead(qm));
     ::unlink(initrd);
     return sv.failures ? 1 : 0;
 }

@@ -96,7 +96,10 @@ void Serial::write_reg(uint64_t off, uint8_t v) {
             }
             break;
         case 2:
-            if (v & 0x02) rx_.clear();  // FCR: clear receive FIFO
+            if (v & 0x02) {  // FCR: clear receive FIFO, and with it a pending RX interrupt
+                rx_.clear();
+                update_iir();
+            }
             break;
         case 3:
             st_.lcr = v;

@@ -24,7 +24,9 @@ struct File {
     std::string name;
 
     explicit File(const std::string& path) : name(path) {
-        fd = UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+        // O_NONBLOCK so that a FIFO named as the kernel fails the S_ISREG check instead of
+        // blocking the open; it has no effect on regular files.
+        fd = UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
         if (!fd) throw_errno("opening kernel " + path);
         struct stat st {};
         if (::fstat(fd.get(), &st) < 0) throw_errno("stat " + path);
@@ -119,7 +121,8 @@ KernelImage load_bzimage(const GuestMemory& mem, const File& f) {
     h.code32_start = static_cast<uint32_t>(load);
     k.entry = load + 0x200;  // 64-bit entry is startup_64 at 0x200 into the payload
     k.load_end = load + span;
-    k.cmdline_max = h.cmdline_size ? h.cmdline_size : 255;
+    // cmdline_size excludes the NUL; cmdline_max includes it.
+    k.cmdline_max = (h.cmdline_size ? h.cmdline_size : 255) + 1;
     k.initrd_addr_max =
         (h.xloadflags & XLF_CAN_BE_LOADED_ABOVE_4G) ? ~uint64_t{0} : h.initrd_addr_max;
     return k;
@@ -151,7 +154,8 @@ std::vector<E820Entry> build_e820(const std::vector<MemoryRegion>& regions) {
 }
 
 uint64_t place_initrd(const GuestMemory& mem, const KernelImage& k, uint64_t size) {
-    uint64_t top = std::min(mem.low_ram_end(), k.initrd_addr_max + 1);
+    // initrd_addr_max is inclusive and may be ~0: compare before adding one.
+    uint64_t top = std::min(mem.low_ram_end() - 1, k.initrd_addr_max) + 1;
     uint64_t floor = (k.load_end + kPage - 1) & ~(kPage - 1);
     if (size > top || ((top - size) & ~(kPage - 1)) < floor)
         throw BootError("guest memory too small for the kernel and a " +

@@ -22,13 +22,15 @@ class BusDevice {
 class Bus {
   public:
     void insert(uint64_t base, uint64_t len, std::shared_ptr<BusDevice> dev) {
-        if (len == 0) throw std::invalid_argument("bus: empty range");
+        // Inclusive ends, so that a range may end exactly at the top of the address space.
+        if (len == 0 || base + (len - 1) < base) throw std::invalid_argument("bus: bad range");
+        const uint64_t last = base + (len - 1);
         auto next = ranges_.lower_bound(base);
-        if (next != ranges_.end() && next->first < base + len)
+        if (next != ranges_.end() && next->first <= last)
             throw std::invalid_argument("bus: overlapping device ranges");
         if (next != ranges_.begin()) {
             auto prev = std::prev(next);
-            if (prev->first + prev->second.len > base)
+            if (prev->first + (prev->second.len - 1) >= base)
                 throw std::invalid_argument("bus: overlapping device ranges");
         }
         ranges_[base] = Range{len, std::move(dev)};

@@ -21,7 +21,7 @@ std::string kernel() {
 }
 
 class BootE2E : public ::testing::Test {
-protected:
+  protected:
     void SetUp() override {
         if (::access("/sys/module/kvm_pvm", F_OK) == 0)
             GTEST_SKIP() << "host KVM is PVM, which cannot boot Linux: run through "
@@ -81,9 +81,9 @@ TEST_F(BootE2E, MemorySizeIsVisible) {
 }
 
 TEST_F(BootE2E, ArgumentsEnvAndCwdReachTheCommand) {
-    ProcResult r = boot({"--env", "GREETING=hi there", "--cwd", "/tmp"},
-                        {"sh", "-c", "printf '%s|%s|%s' \"$GREETING\" \"$(pwd)\" \"$1\"", "sh",
-                         "two words"});
+    ProcResult r =
+        boot({"--env", "GREETING=hi there", "--cwd", "/tmp"},
+             {"sh", "-c", "printf '%s|%s|%s' \"$GREETING\" \"$(pwd)\" \"$1\"", "sh", "two words"});
     EXPECT_EQ(r.status, 0) << r.err;
     EXPECT_EQ(r.out, "hi there|/tmp|two words");
 }

@@ -28,9 +28,9 @@ struct ProcResult {
 struct ProcOptions {
     int timeout_s = 600;
     std::string stdin_data;
-    std::string marker;                       // watched for on stdout
-    std::function<void(pid_t)> on_marker;     // called once, while the process still runs
-    bool kill_after_marker = false;           // stop the process once the marker was seen
+    std::string marker;                    // watched for on stdout
+    std::function<void(pid_t)> on_marker;  // called once, while the process still runs
+    bool kill_after_marker = false;        // stop the process once the marker was seen
 };
 
 inline ProcResult run_process(const std::vector<std::string>& argv, const ProcOptions& opt) {
@@ -87,9 +87,9 @@ inline ProcResult run_process(const std::vector<std::string>& argv, const ProcOp
                 (i == 0 ? r.out : r.err).append(buf, static_cast<size_t>(n));
                 if (i == 0 && r.marker_seconds < 0 && !opt.marker.empty() &&
                     r.out.find(opt.marker) != std::string::npos) {
-                    r.marker_seconds = std::chrono::duration<double>(
-                                           std::chrono::steady_clock::now() - t0)
-                                           .count();
+                    r.marker_seconds =
+                        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+                            .count();
                     if (opt.on_marker) opt.on_marker(pid);
                     if (opt.kill_after_marker) ::kill(pid, SIGKILL);
                 }

@@ -10,7 +10,7 @@
 # Boots KERNEL_DIR/bzImage on `-M microvm,acpi=off` (MP table from qboot, no
 # ACPI, no PCI), then KERNEL_DIR/vmlinux via the PVH ELF entry.
 #
-# Env: ACCEL=tcg|kvm (default tcg), SMP (default 2), MEM (default 256),
+# Env: ACCEL=tcg|kvm (default tcg), CPU (default max; host with kvm), SMP (default 2), MEM (default 256),
 #      BOOT_TIMEOUT seconds per boot (default 180), SKIP_PVH=1, KEEP_TMP=1.
 # Exit status: 0 only if every boot printed VESSEL-SMOKE: PASS.
 set -euo pipefail
@@ -21,6 +21,7 @@ SMP="${SMP:-2}"
 MEM="${MEM:-256}"
 BOOT_TIMEOUT="${BOOT_TIMEOUT:-180}"
 QEMU="${QEMU:-qemu-system-x86_64}"
+if [[ "$ACCEL" == kvm ]]; then CPU="${CPU:-host}"; else CPU="${CPU:-max}"; fi
 
 log() { printf 'smoke: %s\n' "$*" >&2; }
 die() { log "FAIL: $*"; exit 1; }
@@ -60,6 +61,7 @@ echo "VESSEL-SMOKE: cmdline: $(cat /proc/cmdline)"
 n=$(nproc); echo "VESSEL-SMOKE: nproc=$n"
 [ "$n" = "$EXPECT_CPUS" ] || fail "nproc($n!=$EXPECT_CPUS)"
 head -1 /proc/meminfo
+echo "VESSEL-SMOKE: date=$(date -u +%FT%TZ)"
 echo "VESSEL-SMOKE: clocksource=$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)"
 # DEVTMPFS_MOUNT does not apply to initramfs boots: init must mount /dev itself.
 mount -t devtmpfs devtmpfs /dev || fail devtmpfs
@@ -111,7 +113,7 @@ boot() {
   local out="$TMP/$name.log" t0 t1 rc=0
   log "[$name] $QEMU -M microvm,acpi=off -accel $ACCEL -smp $SMP -kernel $(basename "$kernel") $*"
   t0=$(date +%s.%N)
-  timeout --foreground -k 5 "$BOOT_TIMEOUT" "$QEMU" -M microvm,acpi=off -accel "$ACCEL" -cpu max \
+  timeout --foreground -k 5 "$BOOT_TIMEOUT" "$QEMU" -M microvm,acpi=off -accel "$ACCEL" -cpu "$CPU" \
     -m "$MEM" -smp "$SMP" -nographic -no-reboot -kernel "$kernel" -initrd "$cpio" \
     -append "$append" "$@" </dev/null >"$out" 2>&1 || rc=$?
   t1=$(date +%s.%N)

@@ -106,6 +106,25 @@ void Vm::set_irq_line(uint32_t irq, bool level) const {
     xioctl(fd_.get(), KVM_IRQ_LINE, &l);
 }
 
+void Vm::add_ioeventfd(uint64_t addr, uint32_t len, uint64_t datamatch, int event_fd) const {
+    kvm_ioeventfd io{};
+    io.addr = addr;
+    io.len = len;
+    io.datamatch = datamatch;
+    io.fd = event_fd;
+    io.flags = KVM_IOEVENTFD_FLAG_DATAMATCH;
+    if (xioctl(fd_.get(), KVM_IOEVENTFD, &io) < 0)
+        throw_errno("registering ioeventfd at " + std::to_string(addr));
+}
+
+void Vm::add_irqfd(int event_fd, uint32_t gsi) const {
+    kvm_irqfd f{};
+    f.fd = static_cast<uint32_t>(event_fd);
+    f.gsi = gsi;
+    if (xioctl(fd_.get(), KVM_IRQFD, &f) < 0)
+        throw_errno("registering irqfd for GSI " + std::to_string(gsi));
+}
+
 Vcpu::Vcpu(const Kvm& kvm, const Vm& vm, uint32_t index) : index_(index) {
     int fd = xioctl(vm.fd(), KVM_CREATE_VCPU, static_cast<unsigned long>(index));
     if (fd < 0) throw_errno("creating vCPU " + std::to_string(index));

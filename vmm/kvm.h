@@ -43,6 +43,11 @@ class Vm {
         set_irq_line(irq, true);
         set_irq_line(irq, false);
     }
+    // A guest write of `len` bytes equal to `datamatch` at MMIO `addr` signals `event_fd`
+    // inside KVM, without an exit to the VMM.
+    void add_ioeventfd(uint64_t addr, uint32_t len, uint64_t datamatch, int event_fd) const;
+    // Signalling `event_fd` raises (edge) interrupt line `gsi` inside KVM.
+    void add_irqfd(int event_fd, uint32_t gsi) const;
 
   private:
     UniqueFd fd_;

@@ -88,7 +88,28 @@ Machine::Machine(MachineConfig cfg)
         vcpus_.push_back(std::make_unique<Vcpu>(kvm_, vm_, i));
 }
 
-Machine::~Machine() = default;
+Machine::~Machine() {
+    io_loop_.stop();
+}
+
+MmioSlot Machine::add_virtio_mmio_device(std::shared_ptr<BusDevice> dev) {
+    const uint32_t n = static_cast<uint32_t>(mmio_slots_.size());
+    const uint32_t irq = layout::kFirstDeviceIrq + n;
+    if (irq >= layout::kIoapicPins)
+        throw std::invalid_argument("too many virtio devices (at most " +
+                                    std::to_string(layout::kIoapicPins - layout::kFirstDeviceIrq) +
+                                    ")");
+    MmioSlot slot{layout::kVirtioMmioBase + n * layout::kVirtioMmioSize, layout::kVirtioMmioSize,
+                  irq};
+    mmio_.insert(slot.base, slot.size, std::move(dev));
+    mmio_slots_.push_back(slot);
+    char arg[96];
+    std::snprintf(arg, sizeof arg, "virtio_mmio.device=%uK@0x%llx:%u",
+                  static_cast<unsigned>(slot.size >> 10),
+                  static_cast<unsigned long long>(slot.base), slot.irq);
+    append_cmdline(arg);
+    return slot;
+}
 
 void Machine::setup_vcpu(Vcpu& v, const std::vector<kvm_cpuid_entry2>& cpuid, uint64_t entry,
                          uint64_t zero_page) {
@@ -211,6 +232,7 @@ RunResult Machine::run() {
     UniqueFd sfd(::signalfd(-1, &stop_sigs, SFD_CLOEXEC | SFD_NONBLOCK));
     if (!sfd) throw_errno("creating signalfd");
 
+    io_loop_.start();
     std::vector<std::thread> threads;
     for (auto& v : vcpus_) threads.emplace_back([this, &v] { vcpu_loop(*v); });
 
@@ -229,6 +251,7 @@ RunResult Machine::run() {
         pthread_kill(threads[i].native_handle(), kKickSignal);
     }
     for (auto& t : threads) t.join();
+    io_loop_.stop();
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
     return result_;
 }

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "bus.h"
+#include "event_loop.h"
 #include "fd.h"
 #include "guest_memory.h"
 #include "kvm.h"
@@ -26,6 +27,13 @@ struct MachineConfig {
     uint32_t vcpus = 1;
     uint64_t memory_mib = 256;
     int console_fd = 1;  // serial output goes here
+};
+
+// Where an MMIO device was placed: its window, its interrupt line.
+struct MmioSlot {
+    uint64_t base;
+    uint64_t size;
+    uint32_t irq;
 };
 
 // Throws std::invalid_argument naming the bad value.
@@ -54,6 +62,17 @@ class Machine {
     RunResult run();
 
     const GuestMemory& memory() const { return mem_; }
+    const Vm& vm() const { return vm_; }
+    // The device I/O thread; started by run(), stopped before run() returns.
+    EventLoop& io_loop() { return io_loop_; }
+
+    // Places a virtio-mmio device: the next free window and IOAPIC pin, announced to the
+    // guest on the kernel command line. Call before run().
+    MmioSlot add_virtio_mmio_device(std::shared_ptr<BusDevice> dev);
+    // Appends to the kernel command line. Call before run().
+    void append_cmdline(const std::string& args) { cfg_.cmdline += " " + args; }
+    // Objects that must live as long as the machine (device back ends, adapters).
+    void keep_alive(std::shared_ptr<void> obj) { keep_alive_.push_back(std::move(obj)); }
 
   private:
     void setup_vcpu(Vcpu& v, const std::vector<kvm_cpuid_entry2>& cpuid, uint64_t entry,
@@ -69,6 +88,9 @@ class Machine {
     Bus pio_;
     Bus mmio_;
     std::shared_ptr<Serial> serial_;
+    std::vector<MmioSlot> mmio_slots_;
+    std::vector<std::shared_ptr<void>> keep_alive_;
+    EventLoop io_loop_;
     std::vector<std::unique_ptr<Vcpu>> vcpus_;
     UniqueFd stop_fd_;
     std::atomic<bool> stopping_{false};

@@ -5,6 +5,9 @@ set -euo pipefail
 
 PKGS=(
   build-essential cmake pkg-config clang-format
+  # virtqueue fuzzer (tests/fuzz/run.sh): clang++ with libFuzzer, which bookworm ships in
+  # libclang-rt-14-dev
+  clang libclang-rt-14-dev
   liburing-dev libseccomp-dev nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev
   linux-libc-dev
   # guest kernel build

@@ -39,21 +39,6 @@ const char kBootHelp[] =
     "                     guest elsewhere, e.g. in QEMU for comparison)\n"
     "  --print-cmdline    print the kernel command line vessel would use and exit\n";
 
-uint64_t parse_size_mib(const std::string& s) {
-    size_t pos = 0;
-    unsigned long long v = 0;
-    try {
-        v = std::stoull(s, &pos, 10);
-    } catch (const std::exception&) {
-        usage_error("--memory: '" + s + "' is not a size");
-    }
-    std::string suf = s.substr(pos);
-    if (suf.empty() || suf == "M" || suf == "m" || suf == "MiB") return v;
-    if (suf == "G" || suf == "g" || suf == "GiB") return v << 10;
-    if (suf == "K" || suf == "k" || suf == "KiB") return v >> 10;
-    usage_error("--memory: unknown suffix in '" + s + "'");
-}
-
 uint32_t parse_count(const std::string& flag, const std::string& s) {
     size_t pos = 0;
     unsigned long v = 0;
@@ -120,7 +105,7 @@ int cmd_boot(Args args) {
         } else if (a == "--cpus") {
             cfg.vcpus = parse_count(a, value(a));
         } else if (a == "--memory") {
-            cfg.memory_mib = parse_size_mib(value(a));
+            cfg.memory_mib = parse_size_mib(a, value(a));
         } else if (a == "--cmdline") {
             extra = value(a);
         } else if (a == "--env" || a == "-e") {

@@ -20,6 +20,7 @@ struct Command {
 const Command kCommands[] = {
     {"boot", cmd_boot,
      "boot a micro-VM and run a command in it: vessel boot [OPTIONS] -- CMD [ARGS]"},
+    {"mkimage", cmd_mkimage, "make an ext4 disk image from a directory: vessel mkimage DIR IMAGE"},
 };
 
 std::string exe_dir() {
@@ -38,6 +39,21 @@ std::string cache_dir() {
 void usage_error(const std::string& msg) {
     std::fprintf(stderr, "vessel: %s\n", msg.c_str());
     std::exit(2);
+}
+
+uint64_t parse_size_mib(const std::string& flag, const std::string& s) {
+    size_t pos = 0;
+    unsigned long long v = 0;
+    try {
+        v = std::stoull(s, &pos, 10);
+    } catch (const std::exception&) {
+        usage_error(flag + ": '" + s + "' is not a size");
+    }
+    std::string suf = s.substr(pos);
+    if (suf.empty() || suf == "M" || suf == "m" || suf == "MiB") return v;
+    if (suf == "G" || suf == "g" || suf == "GiB") return v << 10;
+    if (suf == "K" || suf == "k" || suf == "KiB") return v >> 10;
+    usage_error(flag + ": unknown suffix in '" + s + "'");
 }
 
 static void print_help() {

@@ -1,0 +1,230 @@
+#include "virtio/block/uring_engine.h"
+
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <string>
+
+namespace vessel::virtio::block {
+
+namespace {
+
+constexpr uint8_t kMaxRetries = 8;
+constexpr unsigned kMaxEntries = 4096;
+
+int fallocate_mode(OpKind kind, bool punch) {
+    if (kind == OpKind::WriteZeroes && !punch) return FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
+    return FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+}
+
+}  // namespace
+
+UringEngine::Ring::~Ring() {
+    // The kernel frees a ring asynchronously after io_uring_queue_exit, and until then its
+    // registered files stay open, and with them the image's flock: drop them first, synchronously,
+    // so the image can be reopened as soon as the engine is gone (-ENXIO if none: harmless).
+    io_uring_unregister_files(&ring_);
+    io_uring_queue_exit(&ring_);
+}
+
+UringEngine::Ring::Ring(unsigned entries) {
+    int r = io_uring_queue_init(entries, &ring_, 0);
+    if (r < 0) throw_errno("creating an io_uring of " + std::to_string(entries) + " entries", -r);
+}
+
+UringEngine::UringEngine(unsigned entries, std::span<const int> files)
+    : event_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)),
+      ring_(std::clamp(entries, 1u, kMaxEntries)) {
+    if (!event_) throw_errno("creating the io_uring completion eventfd");
+    capacity_ = ring_.get()->sq.ring_entries;
+    if (!files.empty()) {
+        int r =
+            io_uring_register_files(ring_.get(), files.data(), static_cast<unsigned>(files.size()));
+        if (r < 0) throw_errno("registering disk image files with io_uring", -r);
+    }
+    nfiles_ = static_cast<uint32_t>(files.size());
+    int r = io_uring_register_eventfd(ring_.get(), event_.get());
+    if (r < 0) throw_errno("registering the io_uring completion eventfd", -r);
+    recs_.reserve(capacity_);
+}
+
+UringEngine::~UringEngine() {
+    // Operations in the kernel write into caller memory (guest RAM): wait for them before the
+    // ring goes, so none can land after that memory is unmapped. Queued SQEs are submitted first
+    // so every counted operation produces a CQE.
+    while (kernel_ops_ > 0) {
+        int r = io_uring_submit_and_wait(ring_.get(), 1);
+        if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY) break;
+        io_uring_cqe* cqe;
+        unsigned head, n = 0;
+        io_uring_for_each_cqe(ring_.get(), head, cqe) {
+            ++n;
+        }
+        io_uring_cq_advance(ring_.get(), n);
+        kernel_ops_ -= std::min(kernel_ops_, n);
+    }
+}
+
+uint32_t UringEngine::alloc_record() {
+    if (!free_.empty()) {
+        uint32_t i = free_.back();
+        free_.pop_back();
+        return i;
+    }
+    recs_.emplace_back();
+    return static_cast<uint32_t>(recs_.size() - 1);
+}
+
+void UringEngine::submit(const Op& op, uint64_t cookie) {
+    ++stats_.submitted;
+    ++in_flight_;
+    if (op.file >= nfiles_) {
+        early_.push_back({cookie, -EBADF});
+        kick();
+        return;
+    }
+    uint32_t i = alloc_record();
+    Record& r = recs_[i];
+    r.kind = op.kind;
+    r.file = op.file;
+    r.offset = op.offset;
+    r.len = op.len;
+    r.done = 0;
+    r.cookie = cookie;
+    r.iov.assign(op.iov.begin(), op.iov.end());
+    r.first = 0;
+    r.retries = 0;
+    r.punch = false;
+    if (!waiting_.empty() || !prep(i)) {
+        ++stats_.deferred;
+        waiting_.push_back(i);
+    }
+}
+
+// Puts record `rec` in an SQE. False when the engine already has capacity_ operations in the
+// kernel (the caller queues it).
+bool UringEngine::prep(uint32_t rec) {
+    if (kernel_ops_ >= capacity_) return false;
+    io_uring_sqe* sqe = io_uring_get_sqe(ring_.get());
+    if (!sqe) return false;
+    Record& r = recs_[rec];
+    const int fd = static_cast<int>(r.file);  // index into the registered files
+    switch (r.kind) {
+        case OpKind::Read:
+            io_uring_prep_readv(sqe, fd, r.iov.data() + r.first,
+                                static_cast<unsigned>(r.iov.size() - r.first), r.offset + r.done);
+            break;
+        case OpKind::Write:
+            io_uring_prep_writev(sqe, fd, r.iov.data() + r.first,
+                                 static_cast<unsigned>(r.iov.size() - r.first), r.offset + r.done);
+            break;
+        case OpKind::Flush:
+            io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
+            break;
+        case OpKind::Discard:
+        case OpKind::WriteZeroes:
+            io_uring_prep_fallocate(sqe, fd, fallocate_mode(r.kind, r.punch),
+                                    static_cast<off_t>(r.offset), static_cast<off_t>(r.len));
+            break;
+    }
+    sqe->flags |= IOSQE_FIXED_FILE;
+    io_uring_sqe_set_data64(sqe, rec);
+    ++kernel_ops_;
+    return true;
+}
+
+void UringEngine::commit() {
+    while (io_uring_sq_ready(ring_.get()) > 0) {
+        int r = io_uring_submit(ring_.get());
+        if (r > 0) continue;  // the kernel may take fewer than offered: offer the rest
+        if (r == -EINTR) continue;
+        if (r < 0) {
+            // -EAGAIN/-EBUSY/-ENOMEM: the SQEs stay queued; come back through reap().
+            ++stats_.enter_failures;
+            kick();
+        }
+        break;
+    }
+}
+
+void UringEngine::kick() {
+    uint64_t one = 1;
+    ssize_t n = ::write(event_.get(), &one, sizeof one);
+    (void)n;  // EAGAIN only when the counter is already huge, i.e. already readable
+}
+
+void UringEngine::resubmit(uint32_t rec) {
+    ++stats_.resubmitted;
+    if (!prep(rec)) waiting_.push_front(rec);
+}
+
+void UringEngine::finish(uint32_t rec, int64_t result, std::vector<Completion>& out) {
+    Record& r = recs_[rec];
+    out.push_back({r.cookie, result});
+    r.iov.clear();
+    free_.push_back(rec);
+    --in_flight_;
+}
+
+void UringEngine::on_cqe(uint32_t rec, int res, std::vector<Completion>& out) {
+    --kernel_ops_;
+    if (rec >= recs_.size()) return;  // cannot happen: user_data is always a record index
+    Record& r = recs_[rec];
+    if ((res == -EAGAIN || res == -EINTR) && r.retries < kMaxRetries) {
+        ++r.retries;
+        return resubmit(rec);
+    }
+    if (r.kind == OpKind::WriteZeroes && !r.punch && res == -EOPNOTSUPP) {
+        r.punch = true;
+        ++stats_.zero_range_fallbacks;
+        return resubmit(rec);
+    }
+    if (res < 0) return finish(rec, res, out);
+    if (r.kind != OpKind::Read && r.kind != OpKind::Write) return finish(rec, 0, out);
+    if (res == 0) return finish(rec, -EIO, out);  // no progress: end of file
+    r.done += static_cast<uint64_t>(res);
+    if (r.done >= r.len) return finish(rec, static_cast<int64_t>(r.len), out);
+    // Short transfer: skip what was transferred and go again for the remainder.
+    uint64_t n = static_cast<uint64_t>(res);
+    while (n > 0 && r.first < r.iov.size()) {
+        iovec& v = r.iov[r.first];
+        if (n >= v.iov_len) {
+            n -= v.iov_len;
+            ++r.first;
+        } else {
+            v.iov_base = static_cast<uint8_t*>(v.iov_base) + n;
+            v.iov_len -= n;
+            n = 0;
+        }
+    }
+    r.retries = 0;
+    resubmit(rec);
+}
+
+size_t UringEngine::reap(std::vector<Completion>& out) {
+    uint64_t count;
+    while (::read(event_.get(), &count, sizeof count) < 0 && errno == EINTR) {
+    }
+    const size_t before = out.size();
+    out.insert(out.end(), early_.begin(), early_.end());
+    in_flight_ -= early_.size();
+    early_.clear();
+
+    io_uring_cqe* cqe;
+    unsigned head, n = 0;
+    io_uring_for_each_cqe(ring_.get(), head, cqe) {
+        on_cqe(static_cast<uint32_t>(cqe->user_data), cqe->res, out);
+        ++n;
+    }
+    io_uring_cq_advance(ring_.get(), n);
+
+    while (!waiting_.empty() && prep(waiting_.front())) waiting_.pop_front();
+    commit();
+    return out.size() - before;
+}
+
+}  // namespace vessel::virtio::block

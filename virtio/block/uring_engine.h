@@ -1,0 +1,119 @@
+// io_uring block engine.
+//
+// One ring per disk queue, sized to the queue; the disk image(s) are registered files and every
+// SQE uses IOSQE_FIXED_FILE, and completions are signalled on a registered eventfd.
+//
+// Flow control: at most ring_entries() operations are in the kernel at once (the CQ ring is
+// twice that, so it cannot overflow); more wait in a user-space FIFO that reap() drains as
+// completions free room. submit()/commit()/reap() never wait for I/O.
+//
+// Short reads and writes (a signal, a partial transfer) are resubmitted for the remainder; a
+// read or write that makes no progress (0 bytes: the file shrank under us) completes with -EIO.
+// -EAGAIN/-EINTR completions are retried a few times. When io_uring_enter itself fails (-EAGAIN,
+// -EBUSY, -ENOMEM), the queued SQEs stay in the ring and the engine writes its own eventfd so
+// the I/O thread comes back and retries from reap().
+//
+// Restriction (a later issue): the ring only ever uses the opcodes in kUringOpcodes and
+// IOSQE_FIXED_FILE, so it can be created with IORING_SETUP_R_DISABLED, restricted with
+// IORING_RESTRICTION_SQE_OP for each of kUringOpcodes plus
+// IORING_RESTRICTION_SQE_FLAGS_REQUIRED(IOSQE_FIXED_FILE), and then enabled.
+#pragma once
+
+#include <liburing.h>
+
+#include <array>
+#include <deque>
+#include <span>
+#include <vector>
+
+#include "virtio/block/engine.h"
+#include "vmm/fd.h"
+
+namespace vessel::virtio::block {
+
+struct UringOpcode {
+    uint8_t op;
+    const char* name;
+};
+// Every opcode the engine issues: the probe checks them, the restriction list will allow them.
+inline constexpr std::array<UringOpcode, 4> kUringOpcodes = {{
+    {IORING_OP_READV, "IORING_OP_READV"},
+    {IORING_OP_WRITEV, "IORING_OP_WRITEV"},
+    {IORING_OP_FSYNC, "IORING_OP_FSYNC"},
+    {IORING_OP_FALLOCATE, "IORING_OP_FALLOCATE"},
+}};
+
+class UringEngine final : public IoEngine {
+  public:
+    struct Stats {
+        uint64_t submitted = 0;             // operations accepted by submit()
+        uint64_t deferred = 0;              // operations that waited in the user-space FIFO
+        uint64_t resubmitted = 0;           // short transfers and -EAGAIN/-EINTR retries
+        uint64_t zero_range_fallbacks = 0;  // WriteZeroes done as a punched hole
+        uint64_t enter_failures = 0;        // io_uring_enter errors (retried)
+    };
+
+    // Throws std::system_error (with errno and the step) when the ring cannot be set up.
+    UringEngine(unsigned entries, std::span<const int> files);
+    // Waits for operations still in the kernel: they point into memory the caller may free.
+    ~UringEngine() override;
+    UringEngine(const UringEngine&) = delete;
+    UringEngine& operator=(const UringEngine&) = delete;
+
+    const char* name() const override { return "io_uring"; }
+    void submit(const Op& op, uint64_t cookie) override;
+    void commit() override;
+    int completion_fd() const override { return event_.get(); }
+    size_t reap(std::vector<Completion>& out) override;
+    size_t in_flight() const override { return in_flight_; }
+
+    unsigned ring_entries() const { return capacity_; }
+    const Stats& stats() const { return stats_; }
+
+  private:
+    struct Record {
+        OpKind kind = OpKind::Read;
+        uint32_t file = 0;
+        uint64_t offset = 0;
+        uint64_t len = 0;
+        uint64_t done = 0;  // Read/Write bytes transferred so far
+        uint64_t cookie = 0;
+        std::vector<iovec> iov;  // our copy, advanced past transferred bytes
+        size_t first = 0;        // first iovec not fully transferred
+        uint8_t retries = 0;
+        bool punch = false;  // WriteZeroes fell back to PUNCH_HOLE
+    };
+
+    class Ring {
+      public:
+        Ring(unsigned entries);
+        ~Ring();
+        Ring(const Ring&) = delete;
+        Ring& operator=(const Ring&) = delete;
+        io_uring* get() { return &ring_; }
+
+      private:
+        io_uring ring_{};
+    };
+
+    uint32_t alloc_record();
+    bool prep(uint32_t rec);
+    void on_cqe(uint32_t rec, int res, std::vector<Completion>& out);
+    void resubmit(uint32_t rec);
+    void finish(uint32_t rec, int64_t result, std::vector<Completion>& out);
+    void kick();
+
+    UniqueFd event_;  // declared before ring_: unregistered by the ring's exit first
+    Ring ring_;
+    unsigned capacity_ = 0;
+    uint32_t nfiles_ = 0;
+    unsigned kernel_ops_ = 0;  // operations holding an SQE (prepared or in the kernel)
+    size_t in_flight_ = 0;
+    std::vector<Record> recs_;
+    std::vector<uint32_t> free_;
+    std::deque<uint32_t> waiting_;   // no ring space yet, FIFO
+    std::vector<Completion> early_;  // completed without reaching the kernel (bad file index)
+    Stats stats_;
+};
+
+}  // namespace vessel::virtio::block

@@ -12,6 +12,8 @@
 
 #include "commands.h"
 #include "guest/initramfs/cpio.h"
+#include "virtio/attach.h"
+#include "virtio/block/device.h"
 #include "vmm/fd.h"
 #include "vmm/machine.h"
 
@@ -31,6 +33,9 @@ const char kBootHelp[] =
     "  --cpus N           vCPUs (default 1)\n"
     "  --memory SIZE      guest memory in MiB, or with a K/M/G suffix (default 256)\n"
     "  --cmdline ARGS     extra kernel command line arguments\n"
+    "  --disk PATH[,ro][,direct][,engine=uring|sync][,serial=S]\n"
+    "                     a raw disk image as virtio-blk: /dev/vda, /dev/vdb, ... in order\n"
+    "                     (repeatable; engine default: io_uring where the kernel has it)\n"
     "  --env KEY=VALUE    environment for CMD (repeatable)\n"
     "  --cwd DIR          working directory for CMD in the guest\n"
     "  --console-log FILE write the serial console to FILE instead of stdout\n"
@@ -50,6 +55,38 @@ uint32_t parse_count(const std::string& flag, const std::string& s) {
     if (pos != s.size() || s.empty() || v > 100000)
         usage_error(flag + ": '" + s + "' is not a count");
     return static_cast<uint32_t>(v);
+}
+
+virtio::block::BlockDeviceOptions parse_disk(const std::string& spec) {
+    virtio::block::BlockDeviceOptions o;
+    size_t start = 0;
+    bool first = true;
+    while (start <= spec.size()) {
+        size_t comma = spec.find(',', start);
+        std::string part =
+            spec.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+        if (first) {
+            if (part.empty()) usage_error("--disk: missing image path in '" + spec + "'");
+            o.disk.path = part;
+            first = false;
+        } else if (part == "ro") {
+            o.disk.read_only = true;
+        } else if (part == "direct") {
+            o.disk.direct = true;
+        } else if (part == "engine=uring" || part == "engine=io_uring") {
+            o.engine = virtio::block::EnginePreference::IoUring;
+        } else if (part == "engine=sync") {
+            o.engine = virtio::block::EnginePreference::Sync;
+        } else if (part.rfind("serial=", 0) == 0) {
+            o.disk.serial = part.substr(7);
+            if (o.disk.serial.size() > 20) usage_error("--disk: serial longer than 20 bytes");
+        } else {
+            usage_error("--disk: unknown option '" + part + "' in '" + spec + "'");
+        }
+        if (comma == std::string::npos) break;
+        start = comma + 1;
+    }
+    return o;
 }
 
 std::vector<uint8_t> read_file(const std::string& path, const char* what) {
@@ -82,6 +119,7 @@ int cmd_boot(Args args) {
                 write_initrd;
     bool print_cmdline = false;
     std::vector<std::string> env, argv;
+    std::vector<virtio::block::BlockDeviceOptions> disks;
     bool verbose = false;
 
     size_t i = 0;
@@ -113,6 +151,8 @@ int cmd_boot(Args args) {
             if (e.find('=') == std::string::npos)
                 usage_error("--env: '" + e + "' is not KEY=VALUE");
             env.push_back(e);
+        } else if (a == "--disk") {
+            disks.push_back(parse_disk(value(a)));
         } else if (a == "--cwd") {
             cwd = value(a);
         } else if (a == "--console-log") {
@@ -164,6 +204,13 @@ int cmd_boot(Args args) {
     }
 
     vmm::Machine m(std::move(cfg));
+    for (size_t d = 0; d < disks.size(); ++d) {
+        auto dev = std::make_shared<virtio::block::BlockDevice>(disks[d]);
+        if (verbose)
+            std::fprintf(stderr, "vessel: disk vd%c (%s): %s\n", static_cast<char>('a' + d),
+                         disks[d].disk.path.c_str(), dev->engine_reason().c_str());
+        virtio::attach_mmio(m, std::move(dev));
+    }
     vmm::RunResult r = m.run();
     switch (r.reason) {
         case vmm::RunResult::Reason::ExitStatus:

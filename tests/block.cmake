@@ -1,8 +1,7 @@
 # virtio-blk tests: real temp files and a real io_uring (no KVM, no mocks).
-include(${PROJECT_SOURCE_DIR}/virtio/block/block.cmake)
-
 add_executable(virtio_block_tests
   unit/virtio_block_core_test.cc
+  unit/virtio_block_device_test.cc
   unit/virtio_block_disk_test.cc
   unit/virtio_block_engine_test.cc
   unit/virtio_block_request_test.cc
@@ -10,7 +9,3 @@ add_executable(virtio_block_tests
 target_link_libraries(virtio_block_tests PRIVATE vessel_virtio_block GTest::gtest_main)
 gtest_discover_tests(virtio_block_tests PROPERTIES LABELS unit)
 
-# The virtio::Device adapter, on the transport's queue (needs vessel_virtio).
-if(TARGET vessel_virtio)
-  target_sources(virtio_block_tests PRIVATE unit/virtio_block_device_test.cc)
-endif()

@@ -132,15 +132,14 @@ std::string chomp(std::string s) {
     return s;
 }
 
-void mount_filesystems() {
+// The mounts a disk root inherits by MS_MOVE (devpts and shm travel along under /dev).
+void mount_kernel_filesystems() {
     constexpr unsigned long kSafe = MS_NOSUID | MS_NODEV | MS_NOEXEC;
     mount_fs("proc", "/proc", kSafe, nullptr);
     mount_fs("sysfs", "/sys", kSafe, nullptr);
     make_dir("/dev/pts", 0755);
     mount_fs("devpts", "/dev/pts", MS_NOSUID | MS_NOEXEC, "mode=0620,ptmxmode=0666");
     mount_fs("tmpfs", "/dev/shm", MS_NOSUID | MS_NODEV, "mode=1777", 01777);
-    mount_fs("tmpfs", "/tmp", MS_NOSUID | MS_NODEV, "mode=1777", 01777);
-    mount_fs("tmpfs", "/run", MS_NOSUID | MS_NODEV, "mode=0755");
     // Shells and many scripts expect these; devtmpfs does not provide them.
     make_symlink("/proc/self/fd", "/dev/fd");
     make_symlink("/proc/self/fd/0", "/dev/stdin");
@@ -148,8 +147,13 @@ void mount_filesystems() {
     make_symlink("/proc/self/fd/2", "/dev/stderr");
 }
 
-void set_hostname() {
-    std::string name = chomp(read_file(proto::kHostnamePath).value_or(""));
+// Mounted fresh in whichever root the command ends up in.
+void mount_scratch_filesystems() {
+    mount_fs("tmpfs", "/tmp", MS_NOSUID | MS_NODEV, "mode=1777", 01777);
+    mount_fs("tmpfs", "/run", MS_NOSUID | MS_NODEV, "mode=0755");
+}
+
+void set_hostname(std::string name) {
     if (name.empty()) name = proto::kDefaultHostname;
     if (sethostname(name.data(), name.size()) < 0) warn_errno("sethostname", name);
 }
@@ -209,14 +213,32 @@ struct Command {
     std::string cwd;
 };
 
-Command load_command() {
-    Command c;
+// Everything from /vessel, read up front because a disk root hides the initramfs.
+struct RunConfig {
+    Command cmd;
+    std::string hostname;
+    std::optional<proto::RootFs> rootfs;
+    bool valid = true;
+};
+
+RunConfig load_run_config() {
+    RunConfig r;
+    Command& c = r.cmd;
     c.argv = proto::split_nul_list(read_file(proto::kArgvPath).value_or(""));
     if (c.argv.empty()) c.argv.emplace_back(proto::kDefaultShell);
     c.env = proto::merge_env(proto::default_env(),
                              proto::split_nul_list(read_file(proto::kEnvPath).value_or("")));
     c.cwd = chomp(read_file(proto::kCwdPath).value_or(""));
-    return c;
+    r.hostname = chomp(read_file(proto::kHostnamePath).value_or(""));
+    if (const auto text = read_file(proto::kRootFsPath)) {
+        std::string error;
+        r.rootfs = proto::parse_rootfs(*text, &error);
+        if (!r.rootfs) {
+            say({proto::kRootFsPath, ": ", error});
+            r.valid = false;
+        }
+    }
+    return r;
 }
 
 std::vector<char*> c_strings(std::vector<std::string>& v) {
@@ -315,6 +337,127 @@ void terminate_everything() {
     if (!reap_all_within(2000)) say({"processes left after SIGKILL"});
 }
 
+// Virtio probing normally finishes before init starts, but a slow device must not fail the boot.
+constexpr long long kRootDeviceWaitMs = 5000;
+
+void wait_for_device(const std::string& path) {
+    const timespec start = now();
+    struct stat st;
+    while (stat(path.c_str(), &st) < 0 && errno == ENOENT && ms_since(start) < kRootDeviceWaitMs) {
+        const timespec tick{0, 10 * 1000000};
+        nanosleep(&tick, nullptr);
+    }
+}
+
+struct MountPoint {
+    const char* path;
+    mode_t mode;
+};
+constexpr MountPoint kRootMountPoints[] = {
+    {"/proc", 0555}, {"/sys", 0555}, {"/dev", 0755}, {"/tmp", 01777}, {"/run", 0755}};
+
+// The disk root's top directory while it is mounted read-write, so shutdown can remount it
+// read-only wherever it ends up (fchdir + ".", since "/" of a chroot is not a mount root).
+UniqueFd g_rw_root;
+
+bool ensure_root_mount_points(const proto::RootFs& r, const std::string& root) {
+    for (const auto& mp : kRootMountPoints) {
+        const std::string path = root + mp.path;
+        struct stat st;
+        // lstat: an absolute symlink would still resolve against the initramfs here.
+        if (lstat(path.c_str(), &st) == 0) {
+            if (S_ISDIR(st.st_mode)) continue;
+            say({"root ", r.source, ": ", mp.path, " is not a directory"});
+            return false;
+        }
+        if (errno == ENOENT && mkdir(path.c_str(), mp.mode) == 0) {
+            chmod(path.c_str(), mp.mode);  // undo the umask, e.g. for /tmp's sticky 1777
+            continue;
+        }
+        if (errno == EROFS) {
+            say({"root ", r.source, " is read-only and has no ", mp.path,
+                 "; create it in the image"});
+        } else {
+            warn_errno("creating mountpoint", path);
+        }
+        return false;
+    }
+    return true;
+}
+
+// Undoes the MS_MOVEs of a failed switch so the disk can be unmounted again.
+void move_back(const std::vector<const char*>& moved, const std::string& root) {
+    for (auto it = moved.rbegin(); it != moved.rend(); ++it) {
+        if (mount((root + *it).c_str(), *it, nullptr, MS_MOVE, nullptr) < 0)
+            warn_errno("moving back", *it);
+    }
+}
+
+// switch_root(8) semantics, minus freeing the initramfs: mount the disk, carry /proc, /sys
+// and /dev over, make it "/". False (disk unmounted where possible) if anything fails.
+bool switch_to_disk_root(const proto::RootFs& r) {
+    const std::string root(proto::kRootMountPoint);
+    make_dir("/mnt", 0755);  // base images from before kRootMountPoint existed
+    make_dir(root.c_str(), 0755);
+    wait_for_device(r.source);
+    const unsigned long flags = r.readonly ? MS_RDONLY : 0;
+    if (mount(r.source.c_str(), root.c_str(), r.fstype.c_str(), flags,
+              r.options.empty() ? nullptr : r.options.c_str()) < 0) {
+        say({"mounting root ", r.source, " (", r.fstype, "): ", strerror(errno)});
+        return false;
+    }
+    auto unmount = [&] {
+        g_rw_root.reset();
+        if (umount(root.c_str()) < 0) warn_errno("unmounting", root);
+    };
+    if (!r.readonly) {
+        g_rw_root.reset(open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (!g_rw_root) warn_errno("open", root);  // only costs the clean unmount
+    }
+    if (!ensure_root_mount_points(r, root)) {
+        unmount();
+        return false;
+    }
+    std::vector<const char*> moved;
+    for (const char* fs : {"/proc", "/sys", "/dev"}) {
+        if (mount(fs, (root + fs).c_str(), nullptr, MS_MOVE, nullptr) < 0) {
+            warn_errno("moving mount", fs);
+            move_back(moved, root);
+            unmount();
+            return false;
+        }
+        moved.push_back(fs);
+    }
+    if (chdir(root.c_str()) < 0) {
+        warn_errno("chdir", root);
+        move_back(moved, root);
+        unmount();
+        return false;
+    }
+    // Past the MS_MOVE onto "/" there is no way back; chroot(".") cannot fail in practice.
+    if (mount(".", "/", nullptr, MS_MOVE, nullptr) < 0) {
+        warn_errno("moving root", root);
+        if (chdir("/") < 0) warn_errno("chdir", "/");  // the disk is busy while it is our cwd
+        move_back(moved, root);
+        unmount();
+        return false;
+    }
+    if (chroot(".") < 0 || chdir("/") < 0) {
+        warn_errno("chroot", r.source);
+        return false;
+    }
+    return true;
+}
+
+// The VM's disk is only consistent (clean ext4 journal) once its filesystem is read-only.
+void release_root() {
+    if (!g_rw_root) return;
+    if (fchdir(g_rw_root.get()) < 0 ||
+        mount(nullptr, ".", nullptr, MS_REMOUNT | MS_RDONLY, nullptr) < 0)
+        warn_errno("remounting root read-only");
+    g_rw_root.reset();
+}
+
 [[noreturn]] void report_and_halt(int status) {
     // Running in a PID namespace on the host (tests): exiting ends the namespace.
     if (getenv("VESSEL_INIT_TEST_EXIT") != nullptr) _exit(status);
@@ -344,22 +487,25 @@ int main() {
     ensure_console();
     reopen_console_from_devtmpfs();
     disable_console_output_processing();
-    mount_filesystems();
-    set_hostname();
-    bring_up_loopback();
-    install_signal_forwarding();
-
-    Command cmd = load_command();
+    mount_kernel_filesystems();
+    RunConfig run = load_run_config();
     int status = proto::kStatusInitFailure;
-    const pid_t pid = spawn(cmd);
-    if (pid < 0) {
-        warn_errno("fork");
-    } else {
-        g_command_pid = pid;
-        status = wait_for_command(pid);
-        g_command_pid = 0;
+    if (run.valid && (!run.rootfs || switch_to_disk_root(*run.rootfs))) {
+        mount_scratch_filesystems();
+        set_hostname(run.hostname);
+        bring_up_loopback();
+        install_signal_forwarding();
+        const pid_t pid = spawn(run.cmd);
+        if (pid < 0) {
+            warn_errno("fork");
+        } else {
+            g_command_pid = pid;
+            status = wait_for_command(pid);
+            g_command_pid = 0;
+        }
     }
     terminate_everything();
     sync();
+    release_root();
     report_and_halt(status);
 }

@@ -68,4 +68,76 @@ std::vector<std::string> default_env() {
     return {std::string(kDefaultPath), std::string(kDefaultHome), std::string(kDefaultTerm)};
 }
 
+namespace {
+
+// A value must survive the line format and mount(2)'s C strings unchanged.
+bool is_single_line(std::string_view v) {
+    return v.find_first_of(std::string_view("\n\r\0", 3)) == std::string_view::npos;
+}
+
+}  // namespace
+
+std::string format_rootfs(const RootFs& rootfs) {
+    if (rootfs.source.empty() || rootfs.source.front() != '/')
+        throw std::invalid_argument("rootfs: source must be an absolute path: " + rootfs.source);
+    if (rootfs.fstype.empty()) throw std::invalid_argument("rootfs: empty fstype");
+    for (const auto* v : {&rootfs.source, &rootfs.fstype, &rootfs.options}) {
+        if (!is_single_line(*v))
+            throw std::invalid_argument("rootfs: line break or NUL in a field");
+    }
+    std::string out = "source=" + rootfs.source + "\nfstype=" + rootfs.fstype +
+                      "\nreadonly=" + (rootfs.readonly ? "1" : "0") + "\n";
+    if (!rootfs.options.empty()) out += "options=" + rootfs.options + "\n";
+    return out;
+}
+
+std::optional<RootFs> parse_rootfs(std::string_view text, std::string* error) {
+    auto fail = [&](int line, std::string_view why) -> std::optional<RootFs> {
+        if (error) {
+            *error = line > 0 ? "line " + std::to_string(line) + ": " : "";
+            *error += why;
+        }
+        return std::nullopt;
+    };
+    RootFs r;
+    bool seen_source = false, seen_fstype = false, seen_readonly = false, seen_options = false;
+    int line_no = 0;
+    while (!text.empty()) {
+        const auto nl = text.find('\n');
+        std::string_view line = text.substr(0, nl);
+        text = nl == std::string_view::npos ? std::string_view{} : text.substr(nl + 1);
+        ++line_no;
+        if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+        if (line.empty() || line.front() == '#') continue;
+        if (!is_single_line(line)) return fail(line_no, "NUL or stray carriage return");
+        const auto eq = line.find('=');
+        if (eq == std::string_view::npos) return fail(line_no, "expected key=value");
+        const std::string_view key = line.substr(0, eq), value = line.substr(eq + 1);
+        bool* seen = nullptr;
+        if (key == "source") {
+            if (value.empty() || value.front() != '/')
+                return fail(line_no, "source must be an absolute path");
+            r.source = value;
+            seen = &seen_source;
+        } else if (key == "fstype") {
+            if (value.empty()) return fail(line_no, "empty fstype");
+            r.fstype = value;
+            seen = &seen_fstype;
+        } else if (key == "readonly") {
+            if (value != "0" && value != "1") return fail(line_no, "readonly must be 0 or 1");
+            r.readonly = value == "1";
+            seen = &seen_readonly;
+        } else if (key == "options") {
+            r.options = value;
+            seen = &seen_options;
+        } else {
+            return fail(line_no, "unknown key '" + std::string(key) + "'");
+        }
+        if (*seen) return fail(line_no, "duplicate key '" + std::string(key) + "'");
+        *seen = true;
+    }
+    if (!seen_source) return fail(0, "no source= line");
+    return r;
+}
+
 }  // namespace vessel::guest

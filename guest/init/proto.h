@@ -1,9 +1,12 @@
 // Pure helpers shared by vessel-init and the host side (run archive writer, tests).
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "guest/init/protocol.h"
 
 namespace vessel::guest {
 
@@ -27,5 +30,25 @@ std::vector<std::string> merge_env(std::vector<std::string> base,
 
 // The environment the command gets when the VMM passes none.
 std::vector<std::string> default_env();
+
+// Contents of /vessel/rootfs (see protocol.h).
+struct RootFs {
+    std::string source;  // block device node, e.g. /dev/vda
+    std::string fstype{kDefaultRootFsType};
+    bool readonly = false;
+    std::string options{};  // mount(2) data; empty for none. "{}": no -Wextra nag for {.source=x}
+
+    bool operator==(const RootFs&) const = default;
+};
+
+// Serializes to the /vessel/rootfs text; every key is written, options only if non-empty.
+// Throws std::invalid_argument for a relative source, an empty fstype, or a field
+// containing '\n', '\r' or NUL.
+std::string format_rootfs(const RootFs& rootfs);
+
+// Parses /vessel/rootfs text. Returns nullopt and a human-readable reason in *error for
+// unknown or duplicate keys, a missing or relative source, a bad readonly value, or NULs.
+// A trailing '\r' per line is tolerated (files written by hand).
+std::optional<RootFs> parse_rootfs(std::string_view text, std::string* error);
 
 }  // namespace vessel::guest

@@ -18,6 +18,16 @@ inline constexpr std::string_view kArgvPath = "/vessel/argv";  // argv[0] looked
 inline constexpr std::string_view kEnvPath = "/vessel/env";    // KEY=VALUE, merged over defaults
 inline constexpr std::string_view kCwdPath = "/vessel/cwd";    // no trailing newline needed
 inline constexpr std::string_view kHostnamePath = "/vessel/hostname";  // optional
+// Optional: boot from a disk. Text lines "key=value" ('#' comments, blank lines ignored):
+//   source=/dev/vda   block device node (required)
+//   fstype=ext4       filesystem type (default ext4)
+//   readonly=0|1      mount read-only (default 0)
+//   options=...       mount(2) data, verbatim (default none)
+// Init mounts it on kRootMountPoint, moves /proc, /sys and /dev into it and chroots there;
+// the command then runs from the disk. Parsed by parse_rootfs() in proto.h.
+inline constexpr std::string_view kRootFsPath = "/vessel/rootfs";
+inline constexpr std::string_view kRootMountPoint = "/mnt/root";  // exists in the base image
+inline constexpr std::string_view kDefaultRootFsType = "ext4";
 
 inline constexpr std::string_view kDefaultHostname = "vessel";
 inline constexpr std::string_view kDefaultShell = "/bin/sh";

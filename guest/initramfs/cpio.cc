@@ -121,7 +121,8 @@ std::vector<std::uint8_t> Writer::finish_bytes() {
 
 std::string make_run_archive(const std::vector<std::string>& argv,
                              const std::vector<std::string>& env, const std::string& cwd,
-                             const std::string& hostname) {
+                             const std::string& hostname,
+                             const std::optional<guest::RootFs>& rootfs) {
     for (const auto& e : env) {
         if (guest::env_key(e).empty())
             throw std::invalid_argument("run archive: env entry is not KEY=VALUE: " + e);
@@ -130,6 +131,7 @@ std::string make_run_archive(const std::vector<std::string>& argv,
         if (s->find('\0') != std::string::npos)
             throw std::invalid_argument("run archive: NUL in cwd or hostname");
     }
+    const std::string rootfs_text = rootfs ? guest::format_rootfs(*rootfs) : "";
     // High inode numbers so they never collide with the base archive's.
     Writer w(0x40000000);
     w.add_directory(guest::kRunDir, 0755);
@@ -137,6 +139,7 @@ std::string make_run_archive(const std::vector<std::string>& argv,
     w.add_file(guest::kEnvPath, guest::join_nul_list(env), 0644);
     if (!cwd.empty()) w.add_file(guest::kCwdPath, cwd, 0644);
     if (!hostname.empty()) w.add_file(guest::kHostnamePath, hostname, 0644);
+    if (rootfs) w.add_file(guest::kRootFsPath, rootfs_text, 0644);
     return w.finish();
 }
 

@@ -3,10 +3,13 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "guest/init/proto.h"
 
 namespace vessel::initramfs {
 
@@ -58,10 +61,13 @@ class Writer {
 };
 
 // The small per-run archive the VMM appends to the base initramfs: /vessel/argv, /vessel/env,
-// /vessel/cwd (omitted if cwd is empty) and /vessel/hostname (omitted if empty).
-// Throws std::invalid_argument for entries containing NUL or env entries without "KEY=".
+// /vessel/cwd (omitted if cwd is empty), /vessel/hostname (omitted if empty) and
+// /vessel/rootfs (omitted without a rootfs; the command then runs from the initramfs).
+// Throws std::invalid_argument for entries containing NUL, env entries without "KEY=", or a
+// rootfs format_rootfs() rejects.
 std::string make_run_archive(const std::vector<std::string>& argv,
                              const std::vector<std::string>& env, const std::string& cwd,
-                             const std::string& hostname = "");
+                             const std::string& hostname = "",
+                             const std::optional<guest::RootFs>& rootfs = std::nullopt);
 
 }  // namespace vessel::initramfs

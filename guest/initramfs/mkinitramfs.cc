@@ -1,6 +1,7 @@
 // vessel-mkinitramfs OUT --init PATH --busybox PATH
 // Builds the base initramfs: vessel-init as /init, a static busybox with one symlink per
-// applet, the directories init mounts onto, /dev/console, and a minimal /etc.
+// applet, the directories init mounts onto (/mnt/root for a disk root), /dev/console, and a
+// minimal /etc.
 #include <errno.h>
 #include <fcntl.h>
 #include <spawn.h>
@@ -145,6 +146,7 @@ std::string build(const std::string& init, const std::string& busybox) {
     b.dir("tmp", 01777);
     b.dir("run");
     b.dir("root", 0700);
+    b.dir("mnt/root");  // kRootMountPoint: where init mounts a disk root before switching
     b.dir("etc");
     b.dir("bin");
     b.dir("sbin");

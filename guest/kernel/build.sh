@@ -86,8 +86,12 @@ trap cleanup EXIT
 
 START=$SECONDS
 log "key $KEY ($SRC_PKG $SRC_VERSION), work dir $WORK, log $LOG"
+# Skip what an x86 build never reads (docs except the sourced top-level
+# Documentation/Kconfig, device trees, selftests, perf): ~20k fewer files to
+# write now and to delete afterwards.
+EXCLUDES=('Documentation/*/*' 'arch/*/boot/dts' tools/testing tools/perf)
 log "extracting $SRC_TARBALL"
-tar -C "$WORK" -xf "$SRC_TARBALL"
+tar -C "$WORK" -xf "$SRC_TARBALL" "${EXCLUDES[@]/#/--exclude=linux-source-6.1/}"
 SRC="$WORK/linux-source-6.1"
 [[ -f "$SRC/Makefile" ]] || die "unexpected tarball layout under $WORK"
 
@@ -97,11 +101,11 @@ export KBUILD_BUILD_TIMESTAMP="$SRC_PKG $SRC_VERSION"
 MAKE=(make -C "$SRC" ARCH=x86_64)
 
 log "configuring: tinyconfig + vessel.config"
-{
+(
   "${MAKE[@]}" tinyconfig
-  (cd "$SRC" && ARCH=x86_64 ./scripts/kconfig/merge_config.sh -m .config "$FRAGMENT")
+  cd "$SRC" && ARCH=x86_64 ./scripts/kconfig/merge_config.sh -m .config "$FRAGMENT"
   "${MAKE[@]}" olddefconfig
-} >>"$LOG" 2>&1
+) >>"$LOG" 2>&1
 
 # merge_config.sh silently drops options whose dependencies are unmet: check
 # every explicit setting in the fragment against the final .config.

@@ -36,7 +36,10 @@ fi
 for t in cpio mkfs.ext4 timeout; do command -v "$t" >/dev/null || die "missing $t"; done
 
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/vessel-smoke.XXXXXX")"
-cleanup() { [[ "${KEEP_TMP:-0}" == 1 ]] && log "kept $TMP" || rm -rf "$TMP"; }
+# shellcheck disable=SC2317  # invoked via trap
+cleanup() {
+  if [[ "${KEEP_TMP:-0}" == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
+}
 trap cleanup EXIT
 
 # ---- initramfs -------------------------------------------------------------
@@ -60,12 +63,12 @@ echo "VESSEL-SMOKE: init reached at uptime $(cut -d' ' -f1 /proc/uptime)s"
 echo "VESSEL-SMOKE: cmdline: $(cat /proc/cmdline)"
 n=$(nproc); echo "VESSEL-SMOKE: nproc=$n"
 [ "$n" = "$EXPECT_CPUS" ] || fail "nproc($n!=$EXPECT_CPUS)"
-head -1 /proc/meminfo
+echo "VESSEL-SMOKE: $(head -1 /proc/meminfo)"
 echo "VESSEL-SMOKE: date=$(date -u +%FT%TZ)"
 echo "VESSEL-SMOKE: clocksource=$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)"
 # DEVTMPFS_MOUNT does not apply to initramfs boots: init must mount /dev itself.
 mount -t devtmpfs devtmpfs /dev || fail devtmpfs
-mount -t devtmpfs | grep -q devtmpfs && mount -t devtmpfs || fail devtmpfs-list
+mount -t devtmpfs | grep -q devtmpfs && echo "VESSEL-SMOKE: $(mount -t devtmpfs)" || fail devtmpfs-list
 for fs in ext4 overlay tmpfs cgroup2; do
   grep -qw "$fs" /proc/filesystems || fail "fs-$fs"
 done
@@ -141,5 +144,5 @@ if [[ "${SKIP_PVH:-0}" != 1 && -f "$KDIR/vmlinux" ]]; then
   boot vmlinux-pvh "$KDIR/vmlinux" "$TMP/test.cpio" "$CMDLINE"
 fi
 
-[[ $status -eq 0 ]] && log "all boots passed" || log "FAILED"
+if [[ $status -eq 0 ]]; then log "all boots passed"; else log "FAILED"; fi
 exit $status

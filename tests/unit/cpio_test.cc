@@ -329,6 +329,23 @@ TEST(RunArchive, OptionalFilesOmitted) {
     EXPECT_EQ(find_entry(entries, "vessel/env")->filesize, 0u);
     EXPECT_EQ(find_entry(entries, "vessel/cwd"), nullptr);
     EXPECT_EQ(find_entry(entries, "vessel/hostname"), nullptr);
+    EXPECT_EQ(find_entry(entries, "vessel/rootfs"), nullptr);
+}
+
+TEST(RunArchive, RootFs) {
+    const guest::RootFs root{"/dev/vdb", "ext4", true, "noload"};
+    const auto entries = parse_single(make_run_archive({"ls"}, {}, "/srv", "", root));
+    ASSERT_EQ(entries.size(), 5u);
+    const CpioEntry* e = find_entry(entries, "vessel/rootfs");
+    ASSERT_NE(e, nullptr);
+    EXPECT_EQ(e->mode, S_IFREG | 0644u);
+    EXPECT_EQ(e->data, "source=/dev/vdb\nfstype=ext4\nreadonly=1\noptions=noload\n");
+    std::string error;
+    EXPECT_EQ(guest::parse_rootfs(e->data, &error), root) << error;
+    EXPECT_EQ(find_entry(entries, "vessel/hostname"), nullptr);
+
+    EXPECT_THROW(make_run_archive({"ls"}, {}, "/", "", guest::RootFs{.source = "vda"}),
+                 std::invalid_argument);
 }
 
 TEST(RunArchive, RejectsUnrepresentableInput) {
@@ -380,7 +397,8 @@ TEST(BaseInitramfs, HasExpectedLayout) {
     EXPECT_EQ(console->rdevmajor, 5u);
     EXPECT_EQ(console->rdevminor, 1u);
 
-    for (const char* dir : {"dev", "proc", "sys", "tmp", "run", "root", "etc", "usr/bin", "sbin"}) {
+    for (const char* dir :
+         {"dev", "proc", "sys", "tmp", "run", "root", "etc", "usr/bin", "sbin", "mnt/root"}) {
         const CpioEntry* d = find_entry(entries, dir);
         ASSERT_NE(d, nullptr) << dir;
         EXPECT_TRUE(S_ISDIR(d->mode)) << dir;

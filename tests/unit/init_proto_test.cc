@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <optional>
 #include <stdexcept>
 
 #include "guest/init/protocol.h"
@@ -82,6 +83,83 @@ TEST(Protocol, Constants) {
     EXPECT_EQ(kArgvPath, "/vessel/argv");
     EXPECT_EQ(kEnvPath, "/vessel/env");
     EXPECT_EQ(kCwdPath, "/vessel/cwd");
+    EXPECT_EQ(kRootFsPath, "/vessel/rootfs");
+    EXPECT_EQ(kRootMountPoint, "/mnt/root");
+}
+
+std::optional<RootFs> parse(std::string_view text, std::string* error = nullptr) {
+    std::string ignored;
+    return parse_rootfs(text, error ? error : &ignored);
+}
+
+std::string parse_error(std::string_view text) {
+    std::string error;
+    EXPECT_EQ(parse_rootfs(text, &error), std::nullopt) << text;
+    return error;
+}
+
+TEST(RootFs, Defaults) {
+    const RootFs r;
+    EXPECT_EQ(r.fstype, "ext4");
+    EXPECT_FALSE(r.readonly);
+    EXPECT_EQ(r.options, "");
+    const auto p = parse("source=/dev/vda\n");
+    ASSERT_TRUE(p);
+    EXPECT_EQ(*p, (RootFs{"/dev/vda", "ext4", false, ""}));
+}
+
+TEST(RootFs, ExactFormat) {
+    EXPECT_EQ(format_rootfs({"/dev/vda", "ext4", false, ""}),
+              "source=/dev/vda\nfstype=ext4\nreadonly=0\n");
+    EXPECT_EQ(format_rootfs({"/dev/vdb", "xfs", true, "noatime,nouuid"}),
+              "source=/dev/vdb\nfstype=xfs\nreadonly=1\noptions=noatime,nouuid\n");
+}
+
+TEST(RootFs, RoundTrips) {
+    for (const RootFs& r : {RootFs{"/dev/vda", "ext4", false, ""},
+                            RootFs{"/dev/vdc", "ext2", true, "errors=remount-ro,data=ordered"},
+                            RootFs{"/dev/disk/by-id/x y", "btrfs", false, "subvol=@root"}}) {
+        const auto p = parse(format_rootfs(r));
+        ASSERT_TRUE(p) << format_rootfs(r);
+        EXPECT_EQ(*p, r);
+    }
+}
+
+TEST(RootFs, ParsesHandWrittenFiles) {
+    const auto p =
+        parse("# boot disk\r\n\nreadonly=1\r\noptions=a=b,c\r\nsource=/dev/vdb\r\nfstype=ext2");
+    ASSERT_TRUE(p);
+    EXPECT_EQ(*p, (RootFs{"/dev/vdb", "ext2", true, "a=b,c"}));
+    // Explicitly empty options mean none, like a missing line.
+    EXPECT_EQ(parse("source=/dev/vda\noptions=\n")->options, "");
+}
+
+TEST(RootFs, ParseErrors) {
+    EXPECT_EQ(parse_error(""), "no source= line");
+    EXPECT_EQ(parse_error("fstype=ext4\n"), "no source= line");
+    EXPECT_EQ(parse_error("source=/dev/vda\nbogus\n"), "line 2: expected key=value");
+    EXPECT_EQ(parse_error("source=/dev/vda\nsize=1\n"), "line 2: unknown key 'size'");
+    EXPECT_EQ(parse_error("source=/dev/vda\nsource=/dev/vdb\n"), "line 2: duplicate key 'source'");
+    EXPECT_EQ(parse_error("source=vda\n"), "line 1: source must be an absolute path");
+    EXPECT_EQ(parse_error("source=\n"), "line 1: source must be an absolute path");
+    EXPECT_EQ(parse_error(" source=/dev/vda\n"), "line 1: unknown key ' source'");
+    EXPECT_EQ(parse_error("source=/dev/vda\nfstype=\n"), "line 2: empty fstype");
+    EXPECT_EQ(parse_error("source=/dev/vda\nreadonly=yes\n"), "line 2: readonly must be 0 or 1");
+    EXPECT_EQ(parse_error(std::string_view("source=/dev/vda\0x\n", 18)),
+              "line 1: NUL or stray carriage return");
+    EXPECT_EQ(parse_error("source=/dev/vda\roptions=x\n"), "line 1: NUL or stray carriage return");
+    // A null error pointer is allowed.
+    EXPECT_EQ(parse_rootfs("bogus", nullptr), std::nullopt);
+}
+
+TEST(RootFs, FormatRejectsUnrepresentable) {
+    EXPECT_THROW(format_rootfs({"", "ext4", false, ""}), std::invalid_argument);
+    EXPECT_THROW(format_rootfs({"dev/vda", "ext4", false, ""}), std::invalid_argument);
+    EXPECT_THROW(format_rootfs({"/dev/vda", "", false, ""}), std::invalid_argument);
+    EXPECT_THROW(format_rootfs({"/dev/vda\n", "ext4", false, ""}), std::invalid_argument);
+    EXPECT_THROW(format_rootfs({"/dev/vda", "ext4", false, "a\nsource=/x"}), std::invalid_argument);
+    EXPECT_THROW(format_rootfs({"/dev/vda", "ext4", false, std::string("a\0b", 3)}),
+                 std::invalid_argument);
 }
 
 }  // namespace

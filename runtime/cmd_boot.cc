@@ -7,10 +7,12 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "commands.h"
+#include "guest/init/proto.h"
 #include "guest/initramfs/cpio.h"
 #include "virtio/attach.h"
 #include "virtio/block/device.h"
@@ -33,8 +35,9 @@ const char kBootHelp[] =
     "  --cpus N           vCPUs (default 1)\n"
     "  --memory SIZE      guest memory in MiB, or with a K/M/G suffix (default 256)\n"
     "  --cmdline ARGS     extra kernel command line arguments\n"
-    "  --disk PATH[,ro][,direct][,engine=uring|sync][,serial=S]\n"
-    "                     a raw disk image as virtio-blk: /dev/vda, /dev/vdb, ... in order\n"
+    "  --disk PATH[,ro][,root][,direct][,engine=uring|sync][,serial=S]\n"
+    "                     a raw disk image as virtio-blk: /dev/vda, /dev/vdb, ... in order;\n"
+    "                     with `root` the guest runs CMD inside this disk's ext4 filesystem\n"
     "                     (repeatable; engine default: io_uring where the kernel has it)\n"
     "  --env KEY=VALUE    environment for CMD (repeatable)\n"
     "  --cwd DIR          working directory for CMD in the guest\n"
@@ -57,8 +60,14 @@ uint32_t parse_count(const std::string& flag, const std::string& s) {
     return static_cast<uint32_t>(v);
 }
 
-virtio::block::BlockDeviceOptions parse_disk(const std::string& spec) {
-    virtio::block::BlockDeviceOptions o;
+struct DiskSpec {
+    virtio::block::BlockDeviceOptions opts;
+    bool root = false;
+};
+
+DiskSpec parse_disk(const std::string& spec) {
+    DiskSpec d;
+    virtio::block::BlockDeviceOptions& o = d.opts;
     size_t start = 0;
     bool first = true;
     while (start <= spec.size()) {
@@ -73,6 +82,8 @@ virtio::block::BlockDeviceOptions parse_disk(const std::string& spec) {
             o.disk.read_only = true;
         } else if (part == "direct") {
             o.disk.direct = true;
+        } else if (part == "root") {
+            d.root = true;
         } else if (part == "engine=uring" || part == "engine=io_uring") {
             o.engine = virtio::block::EnginePreference::IoUring;
         } else if (part == "engine=sync") {
@@ -86,7 +97,7 @@ virtio::block::BlockDeviceOptions parse_disk(const std::string& spec) {
         if (comma == std::string::npos) break;
         start = comma + 1;
     }
-    return o;
+    return d;
 }
 
 std::vector<uint8_t> read_file(const std::string& path, const char* what) {
@@ -119,7 +130,7 @@ int cmd_boot(Args args) {
                 write_initrd;
     bool print_cmdline = false;
     std::vector<std::string> env, argv;
-    std::vector<virtio::block::BlockDeviceOptions> disks;
+    std::vector<DiskSpec> disks;
     bool verbose = false;
 
     size_t i = 0;
@@ -184,7 +195,17 @@ int cmd_boot(Args args) {
 
     cfg.initrd = read_file(initrd_path, "initramfs");
     // The kernel unpacks concatenated archives, so the per-run archive goes after the base one.
-    std::string run = initramfs::make_run_archive(argv, env, cwd);
+    std::optional<guest::RootFs> rootfs;
+    for (size_t d = 0; d < disks.size(); ++d) {
+        if (!disks[d].root) continue;
+        if (rootfs) usage_error("--disk: only one disk can be the root");
+        rootfs = guest::RootFs{.source = std::string("/dev/vd") + static_cast<char>('a' + d)};
+        rootfs->readonly = disks[d].opts.disk.read_only;
+        // A read-only disk must not see the ext4 journal replayed onto it.
+        if (rootfs->readonly) rootfs->options = "noload";
+    }
+    if (disks.size() > 20) usage_error("--disk: at most 20 disks");
+    std::string run = initramfs::make_run_archive(argv, env, cwd, "", rootfs);
     while (cfg.initrd.size() % 4) cfg.initrd.push_back(0);
     cfg.initrd.insert(cfg.initrd.end(), run.begin(), run.end());
 
@@ -205,10 +226,10 @@ int cmd_boot(Args args) {
 
     vmm::Machine m(std::move(cfg));
     for (size_t d = 0; d < disks.size(); ++d) {
-        auto dev = std::make_shared<virtio::block::BlockDevice>(disks[d]);
+        auto dev = std::make_shared<virtio::block::BlockDevice>(disks[d].opts);
         if (verbose)
             std::fprintf(stderr, "vessel: disk vd%c (%s): %s\n", static_cast<char>('a' + d),
-                         disks[d].disk.path.c_str(), dev->engine_reason().c_str());
+                         disks[d].opts.disk.path.c_str(), dev->engine_reason().c_str());
         virtio::attach_mmio(m, std::move(dev));
     }
     vmm::RunResult r = m.run();

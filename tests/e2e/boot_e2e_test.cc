@@ -7,40 +7,15 @@
 #include <string>
 #include <vector>
 
-#include "tests/support/process.h"
+#include "tests/e2e/e2e_util.h"
 
 using vessel::test::ProcResult;
 using vessel::test::run_process;
 
 namespace {
 
-std::string kernel() {
-    if (const char* k = std::getenv("VESSEL_KERNEL"); k && *k) return k;
-    const char* c = std::getenv("VESSEL_CACHE");
-    return std::string(c && *c ? c : "/var/cache/vessel") + "/kernel/current/vmlinux";
-}
-
-class BootE2E : public ::testing::Test {
-  protected:
-    void SetUp() override {
-        if (::access("/sys/module/kvm_pvm", F_OK) == 0)
-            GTEST_SKIP() << "host KVM is PVM, which cannot boot Linux: run through "
-                            "tests/harness/maybe-nested";
-        if (::access("/dev/kvm", R_OK | W_OK) != 0) GTEST_SKIP() << "no usable /dev/kvm";
-        if (::access(kernel().c_str(), R_OK) != 0)
-            GTEST_FAIL() << "guest kernel " << kernel() << " missing: run guest/kernel/build.sh";
-    }
-
-    ProcResult boot(std::vector<std::string> opts, std::vector<std::string> cmd) {
-        std::vector<std::string> argv = {VESSEL_BIN, "boot", "--kernel", kernel()};
-        argv.insert(argv.end(), opts.begin(), opts.end());
-        argv.push_back("--");
-        argv.insert(argv.end(), cmd.begin(), cmd.end());
-        ProcResult r = run_process(argv, 300);
-        RecordProperty("seconds", std::to_string(r.seconds));
-        return r;
-    }
-};
+using BootE2E = vessel::test::E2ETest;
+using vessel::test::e2e_kernel;
 
 TEST_F(BootE2E, EchoOutputArrives) {
     ProcResult r = boot({}, {"echo", "hello from the guest"});
@@ -89,7 +64,7 @@ TEST_F(BootE2E, ArgumentsEnvAndCwdReachTheCommand) {
 }
 
 TEST_F(BootE2E, BzImageBootsToo) {
-    std::string k = kernel();
+    std::string k = e2e_kernel();
     std::string bz = k.substr(0, k.rfind('/')) + "/bzImage";
     ASSERT_EQ(::access(bz.c_str(), R_OK), 0) << "no bzImage next to " << k;
     std::vector<std::string> argv = {VESSEL_BIN, "boot", "--kernel", bz, "--", "echo", "bz"};

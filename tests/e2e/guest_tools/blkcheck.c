@@ -1,6 +1,9 @@
 /* Guest-side block I/O checker, linked statically and shipped to the guest on a disk image.
  *   blkcheck write DEV SEED N   N random 4 KiB blocks with pattern contents, then fsync
  *   blkcheck read  DEV SEED N   reads the same N blocks, prints their FNV-1a hash
+ *   blkcheck bench randread|randwrite|seqread|seqwrite DEV SECONDS SEED
+ *                               timed O_DIRECT I/O (4 KiB random or 1 MiB sequential);
+ *                               prints "ops=N bytes=B seconds=S"
  * Exit status 0 on success; any I/O error is printed and exits 1. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -10,11 +13,56 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "blkpattern.h"
 
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static int bench(const char* mode, const char* dev, double seconds, uint64_t seed) {
+    int seq = strncmp(mode, "seq", 3) == 0, writing = strstr(mode, "write") != 0;
+    int fd = open(dev, (writing ? O_RDWR : O_RDONLY) | O_DIRECT);
+    if (fd < 0) {
+        perror(dev);
+        return 1;
+    }
+    uint64_t size = 0;
+    if (ioctl(fd, BLKGETSIZE64, &size) < 0) size = (uint64_t)lseek(fd, 0, SEEK_END);
+    static uint8_t buf[1u << 20] __attribute__((aligned(4096)));
+    const uint64_t bs = seq ? sizeof buf : BLKPATTERN_BLOCK;
+    memset(buf, 0x5a, sizeof buf);
+    uint64_t ops = 0, off = 0;
+    double t0 = now(), t = t0;
+    while (t - t0 < seconds) {
+        if (seq) {
+            if (off + bs > size) off = 0;
+        } else {
+            off = blkpattern_offset(seed, ops, size / BLKPATTERN_BLOCK);
+        }
+        ssize_t r = writing ? pwrite(fd, buf, bs, (off_t)off) : pread(fd, buf, bs, (off_t)off);
+        if (r != (ssize_t)bs) {
+            fprintf(stderr, "blkcheck: bench I/O at %llu: %s\n", (unsigned long long)off,
+                    r < 0 ? strerror(errno) : "short");
+            return 1;
+        }
+        off += bs;
+        ++ops;
+        if ((ops & 15) == 0) t = now();
+    }
+    t = now();
+    printf("ops=%llu bytes=%llu seconds=%.3f\n", (unsigned long long)ops,
+           (unsigned long long)(ops * bs), t - t0);
+    return 0;
+}
+
 int main(int argc, char** argv) {
+    if (argc == 6 && strcmp(argv[1], "bench") == 0)
+        return bench(argv[2], argv[3], atof(argv[4]), strtoull(argv[5], 0, 0));
     if (argc != 5) {
         fprintf(stderr, "usage: blkcheck write|read DEV SEED N\n");
         return 2;

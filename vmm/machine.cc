@@ -163,8 +163,6 @@ bool Machine::handle_exit(Vcpu& v) {
         }
         case KVM_EXIT_SHUTDOWN:  // triple fault: the guest reset itself
         case KVM_EXIT_HLT:
-            request_stop({RunResult::Reason::Reset, 0, {}});
-            return false;
         case KVM_EXIT_SYSTEM_EVENT:
             request_stop({RunResult::Reason::Reset, 0, {}});
             return false;

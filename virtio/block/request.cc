@@ -68,10 +68,10 @@ struct Stream {
     size_t end;
 };
 
-// Copies n bytes starting at byte `off` of the stream. False if the bytes are not all there or
-// a descriptor does not map.
-bool copy_out(const vmm::GuestMemory& mem, const Stream& s, uint64_t off, void* dst, uint64_t n) {
-    auto* out = static_cast<uint8_t*>(dst);
+// Calls piece(descriptor, offset in it, length) for each part of bytes [off, off+n) of the
+// stream, in order, stopping at the first error; BadLength if the stream is shorter.
+template <typename Piece>
+RequestError walk(const Stream& s, uint64_t off, uint64_t n, Piece&& piece) {
     for (size_t i = s.begin; i < s.end && n > 0; ++i) {
         const Descriptor& d = s.d[i];
         if (off >= d.len) {
@@ -79,34 +79,36 @@ bool copy_out(const vmm::GuestMemory& mem, const Stream& s, uint64_t off, void* 
             continue;
         }
         uint64_t take = std::min<uint64_t>(d.len - off, n);
-        const uint8_t* p = mem.host_ptr(d.addr + off, take);
-        if (!p) return false;
-        std::memcpy(out, p, take);
-        out += take;
+        if (RequestError e = piece(d, off, take); e != RequestError::None) return e;
         n -= take;
         off = 0;
     }
-    return n == 0;
+    return n == 0 ? RequestError::None : RequestError::BadLength;
+}
+
+// Copies n bytes starting at byte `off` of the stream. False if the bytes are not all there or
+// a descriptor does not map.
+bool copy_out(const vmm::GuestMemory& mem, const Stream& s, uint64_t off, void* dst, uint64_t n) {
+    auto* out = static_cast<uint8_t*>(dst);
+    return walk(s, off, n, [&](const Descriptor& d, uint64_t doff, uint64_t take) {
+               const uint8_t* p = mem.host_ptr(d.addr + doff, take);
+               if (!p) return RequestError::BadAddress;
+               std::memcpy(out, p, take);
+               out += take;
+               return RequestError::None;
+           }) == RequestError::None;
 }
 
 // Appends the host iovecs for bytes [off, off+n) of the stream. Empty slices are skipped.
 RequestError slice(const vmm::GuestMemory& mem, const Stream& s, uint64_t off, uint64_t n,
                    uint32_t max_segs, std::vector<iovec>& out) {
-    for (size_t i = s.begin; i < s.end && n > 0; ++i) {
-        const Descriptor& d = s.d[i];
-        if (off >= d.len) {
-            off -= d.len;
-            continue;
-        }
-        uint64_t take = std::min<uint64_t>(d.len - off, n);
+    return walk(s, off, n, [&](const Descriptor& d, uint64_t doff, uint64_t take) {
         if (out.size() >= max_segs) return RequestError::TooManySegments;
-        uint8_t* p = mem.host_ptr(d.addr + off, take);
+        uint8_t* p = mem.host_ptr(d.addr + doff, take);
         if (!p) return RequestError::BadAddress;
         out.push_back(iovec{p, static_cast<size_t>(take)});
-        n -= take;
-        off = 0;
-    }
-    return n == 0 ? RequestError::None : RequestError::BadLength;
+        return RequestError::None;
+    });
 }
 
 // [sector, sector + sectors) inside the disk, without overflow.

@@ -204,7 +204,6 @@ int cmd_boot(Args args) {
         // A read-only disk must not see the ext4 journal replayed onto it.
         if (rootfs->readonly) rootfs->options = "noload";
     }
-    if (disks.size() > 20) usage_error("--disk: at most 20 disks");
     std::string run = initramfs::make_run_archive(argv, env, cwd, "", rootfs);
     while (cfg.initrd.size() % 4) cfg.initrd.push_back(0);
     cfg.initrd.insert(cfg.initrd.end(), run.begin(), run.end());

@@ -17,7 +17,7 @@ PKGS=(
   # nested harness: level-1 VM with KVM
   qemu-system-x86 linux-image-amd64 kmod
   # networking and containers (later issues)
-  iproute2
+  iproute2 nftables iperf3 socat
 )
 
 missing=()

@@ -12,12 +12,14 @@
 
 #include "tests/unit/virtio_block_test_util.h"
 #include "virtio/block/disk.h"
-#include "virtio/block/sync_engine.h"
-#include "virtio/block/uring_engine.h"
+#include "virtio/io/sync_engine.h"
+#include "virtio/io/uring_engine.h"
 
 namespace vessel::virtio::block {
 namespace {
 
+using io::SyncEngine;
+using io::UringEngine;
 using testing::random_bytes;
 using testing::reap_n;
 using testing::TempFile;

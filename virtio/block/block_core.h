@@ -26,6 +26,7 @@
 
 #include "virtio/block/engine.h"
 #include "virtio/block/request.h"
+#include "virtio/io/log.h"
 #include "virtio/descriptor.h"
 #include "vmm/guest_memory.h"
 
@@ -44,26 +45,8 @@ struct BlockCounters {
     uint64_t count(RequestError e) const { return rejected[static_cast<size_t>(e)]; }
 };
 
-// Log sink; the default writes "vessel: <line>" to stderr.
-using LogFn = std::function<void(const std::string&)>;
-
-// Token bucket: `burst` lines at once, then one every `interval`.
-class RateLimitedLog {
-  public:
-    RateLimitedLog(LogFn sink, unsigned burst = 10,
-                   std::chrono::milliseconds interval = std::chrono::seconds(1));
-    // False (and counted) when suppressed.
-    bool log(const std::string& line);
-    uint64_t suppressed() const { return suppressed_total_; }
-
-  private:
-    LogFn sink_;
-    unsigned burst_;
-    std::chrono::milliseconds interval_;
-    double tokens_;
-    std::chrono::steady_clock::time_point last_;
-    uint64_t suppressed_ = 0, suppressed_total_ = 0;
-};
+using io::LogFn;
+using io::RateLimitedLog;
 
 struct BlockCoreOptions {
     uint32_t file = 0;            // the disk's index among the engine's files

@@ -1,6 +1,7 @@
 /* Guest-side block I/O checker, linked statically and shipped to the guest on a disk image.
- *   blkcheck write DEV SEED N   N random 4 KiB blocks with pattern contents, then fsync
- *   blkcheck read  DEV SEED N   reads the same N blocks, prints their FNV-1a hash
+ *   blkcheck write DEV SEED N   random extents (4-128 KiB) with pattern contents until at least
+ *                               N 4 KiB blocks were written, then fsync
+ *   blkcheck read  DEV SEED N   reads the same extents, prints their FNV-1a hash
  *   blkcheck bench randread|randwrite|seqread|seqwrite DEV SECONDS SEED
  *                               timed O_DIRECT I/O (4 KiB random or 1 MiB sequential);
  *                               prints "ops=N bytes=B seconds=S"
@@ -78,29 +79,35 @@ int main(int argc, char** argv) {
     if (ioctl(fd, BLKGETSIZE64, &size) < 0) size = (uint64_t)lseek(fd, 0, SEEK_END);
     uint64_t blocks = size / BLKPATTERN_BLOCK, seed = strtoull(argv[3], 0, 0),
              n = strtoull(argv[4], 0, 0), h = BLKPATTERN_FNV_INIT;
-    static uint8_t buf[BLKPATTERN_BLOCK] __attribute__((aligned(4096)));
-    for (uint64_t i = 0; i < n; ++i) {
-        off_t off = (off_t)blkpattern_offset(seed, i, blocks);
+    static uint8_t buf[BLKPATTERN_MAX_EXTENT * BLKPATTERN_BLOCK] __attribute__((aligned(4096)));
+    uint64_t done = 0, i = 0;
+    for (; done < n; ++i) {
+        const uint64_t len = blkpattern_extent_blocks(seed, i);
+        const size_t bytes = (size_t)(len * BLKPATTERN_BLOCK);
+        const off_t off = (off_t)blkpattern_extent_offset(seed, i, blocks);
         ssize_t r;
         if (writing) {
-            blkpattern_fill(seed, i, buf);
-            r = pwrite(fd, buf, sizeof buf, off);
+            for (uint64_t j = 0; j < len; ++j)
+                blkpattern_fill(seed, blkpattern_extent_key(i, j), buf + j * BLKPATTERN_BLOCK);
+            r = pwrite(fd, buf, bytes, off);
         } else {
-            r = pread(fd, buf, sizeof buf, off);
-            h = blkpattern_fnv(h, buf, sizeof buf);
+            r = pread(fd, buf, bytes, off);
+            h = blkpattern_fnv(h, buf, bytes);
         }
-        if (r != (ssize_t)sizeof buf) {
-            fprintf(stderr, "blkcheck: %s at %lld: %s\n", writing ? "write" : "read",
-                    (long long)off, r < 0 ? strerror(errno) : "short");
+        if (r != (ssize_t)bytes) {
+            fprintf(stderr, "blkcheck: %s of %zu bytes at %lld: %s\n", writing ? "write" : "read",
+                    bytes, (long long)off, r < 0 ? strerror(errno) : "short");
             return 1;
         }
+        done += len;
     }
     if (writing && fsync(fd) < 0) {
         perror("fsync");
         return 1;
     }
     if (writing)
-        printf("wrote %llu blocks\n", (unsigned long long)n);
+        printf("wrote %llu blocks in %llu extents\n", (unsigned long long)done,
+               (unsigned long long)i);
     else
         printf("%016llx\n", (unsigned long long)h);
     return 0;

@@ -20,7 +20,21 @@ static inline uint64_t blkpattern_offset(uint64_t seed, uint64_t i, uint64_t blo
     return (blkpattern_mix(seed * 1000003u + i) % blocks) * BLKPATTERN_BLOCK;
 }
 
-/* Contents of the i-th block written. */
+/* The i-th extent of a random-extent run: 1..BLKPATTERN_MAX_EXTENT blocks (4-128 KiB, so
+ * requests span several segments) at a random block offset where it fits. Runs go on until at
+ * least a given number of blocks moved, so the guest tool and the host agree on the count. */
+#define BLKPATTERN_MAX_EXTENT 32u
+static inline uint64_t blkpattern_extent_blocks(uint64_t seed, uint64_t i) {
+    return 1 + blkpattern_mix(seed * 7919u + i + 1) % BLKPATTERN_MAX_EXTENT;
+}
+static inline uint64_t blkpattern_extent_offset(uint64_t seed, uint64_t i, uint64_t blocks) {
+    return (blkpattern_mix(seed * 1000003u + i) % (blocks - blkpattern_extent_blocks(seed, i) + 1)) *
+           BLKPATTERN_BLOCK;
+}
+/* Key of block j of extent i, for blkpattern_fill. */
+static inline uint64_t blkpattern_extent_key(uint64_t i, uint64_t j) { return i * 64 + j; }
+
+/* Contents of the block with key i. */
 static inline void blkpattern_fill(uint64_t seed, uint64_t i, uint8_t* buf) {
     uint64_t s = blkpattern_mix(seed ^ (i << 20));
     for (unsigned k = 0; k < BLKPATTERN_BLOCK; k += 8) {

@@ -1,22 +1,29 @@
-// io_uring block engine.
+// io_uring engine.
 //
-// One ring per disk queue, sized to the queue; the disk image(s) are registered files and every
-// SQE uses IOSQE_FIXED_FILE, and completions are signalled on a registered eventfd.
+// One ring per device queue, sized to the queue; the device's files (disk image, tap) are
+// registered and every SQE uses IOSQE_FIXED_FILE, and completions are signalled on a
+// registered eventfd.
 //
 // Flow control: at most ring_entries() operations are in the kernel at once (the CQ ring is
-// twice that, so it cannot overflow); more wait in a user-space FIFO that reap() drains as
-// completions free room. submit()/commit()/reap() never wait for I/O.
+// twice that, so it cannot overflow even with one cancel per operation); more wait in a
+// user-space FIFO that reap() drains as completions free room. submit()/commit()/reap() never
+// wait for I/O.
 //
 // Short reads and writes (a signal, a partial transfer) are resubmitted for the remainder; a
 // read or write that makes no progress (0 bytes: the file shrank under us) completes with -EIO.
-// -EAGAIN/-EINTR completions are retried a few times. When io_uring_enter itself fails (-EAGAIN,
-// -EBUSY, -ENOMEM), the queued SQEs stay in the ring and the engine writes its own eventfd so
-// the I/O thread comes back and retries from reap().
+// Message ops (Op::message) complete with whatever one transfer moved. -EAGAIN/-EINTR
+// completions are retried a few times. When io_uring_enter itself fails (-EAGAIN, -EBUSY,
+// -ENOMEM), the queued SQEs stay in the ring and the engine writes its own eventfd so the I/O
+// thread comes back and retries from reap().
+//
+// Packet reads: on a tap (or socket) without O_NONBLOCK the kernel tries the read without
+// blocking, and when nothing is queued it arms an internal poll and retries once a packet is
+// there. No thread sleeps in the read, and cancel_all() cancels it with IORING_OP_ASYNC_CANCEL.
 //
 // Restriction (a later issue): the ring only ever uses the opcodes in kUringOpcodes and
-// IOSQE_FIXED_FILE, so it can be created with IORING_SETUP_R_DISABLED, restricted with
-// IORING_RESTRICTION_SQE_OP for each of kUringOpcodes plus
-// IORING_RESTRICTION_SQE_FLAGS_REQUIRED(IOSQE_FIXED_FILE), and then enabled.
+// IOSQE_FIXED_FILE (set on cancels too, where the kernel ignores it), so it can be created
+// with IORING_SETUP_R_DISABLED, restricted with IORING_RESTRICTION_SQE_OP for each of
+// kUringOpcodes plus IORING_RESTRICTION_SQE_FLAGS_REQUIRED(IOSQE_FIXED_FILE), and then enabled.
 #pragma once
 
 #include <liburing.h>
@@ -26,21 +33,22 @@
 #include <span>
 #include <vector>
 
-#include "virtio/block/engine.h"
+#include "virtio/io/engine.h"
 #include "vmm/fd.h"
 
-namespace vessel::virtio::block {
+namespace vessel::virtio::io {
 
 struct UringOpcode {
     uint8_t op;
     const char* name;
 };
 // Every opcode the engine issues: the probe checks them, the restriction list will allow them.
-inline constexpr std::array<UringOpcode, 4> kUringOpcodes = {{
+inline constexpr std::array<UringOpcode, 5> kUringOpcodes = {{
     {IORING_OP_READV, "IORING_OP_READV"},
     {IORING_OP_WRITEV, "IORING_OP_WRITEV"},
     {IORING_OP_FSYNC, "IORING_OP_FSYNC"},
     {IORING_OP_FALLOCATE, "IORING_OP_FALLOCATE"},
+    {IORING_OP_ASYNC_CANCEL, "IORING_OP_ASYNC_CANCEL"},
 }};
 
 class UringEngine final : public IoEngine {
@@ -51,11 +59,13 @@ class UringEngine final : public IoEngine {
         uint64_t resubmitted = 0;           // short transfers and -EAGAIN/-EINTR retries
         uint64_t zero_range_fallbacks = 0;  // WriteZeroes done as a punched hole
         uint64_t enter_failures = 0;        // io_uring_enter errors (retried)
+        uint64_t cancelled = 0;             // operations dropped by cancel_all()
     };
 
     // Throws std::system_error (with errno and the step) when the ring cannot be set up.
     UringEngine(unsigned entries, std::span<const int> files);
-    // Waits for operations still in the kernel: they point into memory the caller may free.
+    // Cancels what can be cancelled and waits for the rest: operations in the kernel point
+    // into memory the caller may free.
     ~UringEngine() override;
     UringEngine(const UringEngine&) = delete;
     UringEngine& operator=(const UringEngine&) = delete;
@@ -66,6 +76,7 @@ class UringEngine final : public IoEngine {
     int completion_fd() const override { return event_.get(); }
     size_t reap(std::vector<Completion>& out) override;
     size_t in_flight() const override { return in_flight_; }
+    void cancel_all() override;
 
     unsigned ring_entries() const { return capacity_; }
     const Stats& stats() const { return stats_; }
@@ -81,7 +92,10 @@ class UringEngine final : public IoEngine {
         std::vector<iovec> iov;  // our copy, advanced past transferred bytes
         size_t first = 0;        // first iovec not fully transferred
         uint8_t retries = 0;
-        bool punch = false;  // WriteZeroes fell back to PUNCH_HOLE
+        bool punch = false;      // WriteZeroes fell back to PUNCH_HOLE
+        bool message = false;    // Op::message
+        bool in_kernel = false;  // holds an SQE (prepared or submitted)
+        bool live = false;       // allocated (not on the free list)
     };
 
     class Ring {
@@ -97,17 +111,22 @@ class UringEngine final : public IoEngine {
     };
 
     uint32_t alloc_record();
+    void free_record(uint32_t rec);
     bool prep(uint32_t rec);
     void on_cqe(uint32_t rec, int res, std::vector<Completion>& out);
     void resubmit(uint32_t rec);
     void finish(uint32_t rec, int64_t result, std::vector<Completion>& out);
     void kick();
+    io_uring_sqe* sqe_for_cancel();
+    // Consumes CQEs until no operation (and no cancel) is left in the kernel, dropping results.
+    void drain_kernel();
 
     UniqueFd event_;  // declared before ring_: unregistered by the ring's exit first
     Ring ring_;
     unsigned capacity_ = 0;
     uint32_t nfiles_ = 0;
     unsigned kernel_ops_ = 0;  // operations holding an SQE (prepared or in the kernel)
+    unsigned cancels_ = 0;     // cancel SQEs whose CQE has not been seen
     size_t in_flight_ = 0;
     std::vector<Record> recs_;
     std::vector<uint32_t> free_;
@@ -116,4 +135,4 @@ class UringEngine final : public IoEngine {
     Stats stats_;
 };
 
-}  // namespace vessel::virtio::block
+}  // namespace vessel::virtio::io

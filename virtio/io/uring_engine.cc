@@ -1,4 +1,4 @@
-#include "virtio/block/uring_engine.h"
+#include "virtio/io/uring_engine.h"
 
 #include <fcntl.h>
 #include <linux/falloc.h>
@@ -9,12 +9,16 @@
 #include <cerrno>
 #include <string>
 
-namespace vessel::virtio::block {
+namespace vessel::virtio::io {
 
 namespace {
 
 constexpr uint8_t kMaxRetries = 8;
 constexpr unsigned kMaxEntries = 4096;
+// user_data of cancel SQEs; records are indexed from 0 and never get near it.
+constexpr uint64_t kCancelTag = ~0ull;
+// "The file's current position" for readv/writev (IORING_FEAT_RW_CUR_POS, 5.6+).
+constexpr uint64_t kCurrentPos = ~0ull;
 
 int fallocate_mode(OpKind kind, bool punch) {
     if (kind == OpKind::WriteZeroes && !punch) return FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
@@ -25,8 +29,8 @@ int fallocate_mode(OpKind kind, bool punch) {
 
 UringEngine::Ring::~Ring() {
     // The kernel frees a ring asynchronously after io_uring_queue_exit, and until then its
-    // registered files stay open, and with them the image's flock: drop them first, synchronously,
-    // so the image can be reopened as soon as the engine is gone (-ENXIO if none: harmless).
+    // registered files stay open: with them an image's flock, or a tap that should vanish with
+    // the VM. Drop them first, synchronously (-ENXIO if none: harmless).
     io_uring_unregister_files(&ring_);
     io_uring_queue_exit(&ring_);
 }
@@ -44,7 +48,7 @@ UringEngine::UringEngine(unsigned entries, std::span<const int> files)
     if (!files.empty()) {
         int r =
             io_uring_register_files(ring_.get(), files.data(), static_cast<unsigned>(files.size()));
-        if (r < 0) throw_errno("registering disk image files with io_uring", -r);
+        if (r < 0) throw_errno("registering files with io_uring", -r);
     }
     nfiles_ = static_cast<uint32_t>(files.size());
     int r = io_uring_register_eventfd(ring_.get(), event_.get());
@@ -53,30 +57,28 @@ UringEngine::UringEngine(unsigned entries, std::span<const int> files)
 }
 
 UringEngine::~UringEngine() {
-    // Operations in the kernel write into caller memory (guest RAM): wait for them before the
-    // ring goes, so none can land after that memory is unmapped. Queued SQEs are submitted first
-    // so every counted operation produces a CQE.
-    while (kernel_ops_ > 0) {
-        int r = io_uring_submit_and_wait(ring_.get(), 1);
-        if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY) break;
-        io_uring_cqe* cqe;
-        unsigned head, n = 0;
-        io_uring_for_each_cqe(ring_.get(), head, cqe) {
-            ++n;
-        }
-        io_uring_cq_advance(ring_.get(), n);
-        kernel_ops_ -= std::min(kernel_ops_, n);
-    }
+    // Operations in the kernel write into caller memory (guest RAM): none may land after that
+    // memory is unmapped, and a packet read may never complete on its own.
+    cancel_all();
 }
 
 uint32_t UringEngine::alloc_record() {
     if (!free_.empty()) {
         uint32_t i = free_.back();
         free_.pop_back();
+        recs_[i].live = true;
         return i;
     }
     recs_.emplace_back();
+    recs_.back().live = true;
     return static_cast<uint32_t>(recs_.size() - 1);
+}
+
+void UringEngine::free_record(uint32_t rec) {
+    recs_[rec].iov.clear();
+    recs_[rec].in_kernel = false;
+    recs_[rec].live = false;
+    free_.push_back(rec);
 }
 
 void UringEngine::submit(const Op& op, uint64_t cookie) {
@@ -99,6 +101,8 @@ void UringEngine::submit(const Op& op, uint64_t cookie) {
     r.first = 0;
     r.retries = 0;
     r.punch = false;
+    r.message = op.message && (op.kind == OpKind::Read || op.kind == OpKind::Write);
+    r.in_kernel = false;
     if (!waiting_.empty() || !prep(i)) {
         ++stats_.deferred;
         waiting_.push_back(i);
@@ -113,14 +117,15 @@ bool UringEngine::prep(uint32_t rec) {
     if (!sqe) return false;
     Record& r = recs_[rec];
     const int fd = static_cast<int>(r.file);  // index into the registered files
+    const uint64_t pos = r.message ? kCurrentPos : r.offset + r.done;
     switch (r.kind) {
         case OpKind::Read:
             io_uring_prep_readv(sqe, fd, r.iov.data() + r.first,
-                                static_cast<unsigned>(r.iov.size() - r.first), r.offset + r.done);
+                                static_cast<unsigned>(r.iov.size() - r.first), pos);
             break;
         case OpKind::Write:
             io_uring_prep_writev(sqe, fd, r.iov.data() + r.first,
-                                 static_cast<unsigned>(r.iov.size() - r.first), r.offset + r.done);
+                                 static_cast<unsigned>(r.iov.size() - r.first), pos);
             break;
         case OpKind::Flush:
             io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
@@ -133,6 +138,7 @@ bool UringEngine::prep(uint32_t rec) {
     }
     sqe->flags |= IOSQE_FIXED_FILE;
     io_uring_sqe_set_data64(sqe, rec);
+    r.in_kernel = true;
     ++kernel_ops_;
     return true;
 }
@@ -163,10 +169,8 @@ void UringEngine::resubmit(uint32_t rec) {
 }
 
 void UringEngine::finish(uint32_t rec, int64_t result, std::vector<Completion>& out) {
-    Record& r = recs_[rec];
-    out.push_back({r.cookie, result});
-    r.iov.clear();
-    free_.push_back(rec);
+    out.push_back({recs_[rec].cookie, result});
+    free_record(rec);
     --in_flight_;
 }
 
@@ -174,6 +178,7 @@ void UringEngine::on_cqe(uint32_t rec, int res, std::vector<Completion>& out) {
     --kernel_ops_;
     if (rec >= recs_.size()) return;  // cannot happen: user_data is always a record index
     Record& r = recs_[rec];
+    r.in_kernel = false;
     if ((res == -EAGAIN || res == -EINTR) && r.retries < kMaxRetries) {
         ++r.retries;
         return resubmit(rec);
@@ -185,6 +190,7 @@ void UringEngine::on_cqe(uint32_t rec, int res, std::vector<Completion>& out) {
     }
     if (res < 0) return finish(rec, res, out);
     if (r.kind != OpKind::Read && r.kind != OpKind::Write) return finish(rec, 0, out);
+    if (r.message) return finish(rec, res, out);
     if (res == 0) return finish(rec, -EIO, out);  // no progress: end of file
     r.done += static_cast<uint64_t>(res);
     if (r.done >= r.len) return finish(rec, static_cast<int64_t>(r.len), out);
@@ -217,7 +223,11 @@ size_t UringEngine::reap(std::vector<Completion>& out) {
     io_uring_cqe* cqe;
     unsigned head, n = 0;
     io_uring_for_each_cqe(ring_.get(), head, cqe) {
-        on_cqe(static_cast<uint32_t>(cqe->user_data), cqe->res, out);
+        if (cqe->user_data == kCancelTag) {
+            --cancels_;
+        } else {
+            on_cqe(static_cast<uint32_t>(cqe->user_data), cqe->res, out);
+        }
         ++n;
     }
     io_uring_cq_advance(ring_.get(), n);
@@ -227,4 +237,63 @@ size_t UringEngine::reap(std::vector<Completion>& out) {
     return out.size() - before;
 }
 
-}  // namespace vessel::virtio::block
+io_uring_sqe* UringEngine::sqe_for_cancel() {
+    io_uring_sqe* sqe = io_uring_get_sqe(ring_.get());
+    while (!sqe) {
+        // The SQ ring is full of cancels (it holds as many entries as there can be operations
+        // in the kernel, so it never is in practice): hand them over and try again.
+        int r = io_uring_submit(ring_.get());
+        if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY) return nullptr;
+        sqe = io_uring_get_sqe(ring_.get());
+    }
+    return sqe;
+}
+
+void UringEngine::cancel_all() {
+    // Nothing waiting for ring space or completed early has reached the kernel.
+    for (uint32_t rec : waiting_) free_record(rec);
+    stats_.cancelled += waiting_.size() + early_.size();
+    waiting_.clear();
+    early_.clear();
+    // Cancel every operation holding an SQE. SQEs not yet submitted are submitted with their
+    // cancel: the cancel then finds them, or they complete on their own; either way each
+    // produces exactly one CQE.
+    for (uint32_t i = 0; i < recs_.size(); ++i) {
+        if (!recs_[i].in_kernel) continue;
+        io_uring_sqe* sqe = sqe_for_cancel();
+        if (!sqe) break;  // the ring is unusable: drain_kernel waits for completions instead
+        io_uring_prep_cancel64(sqe, i, 0);
+        sqe->flags |= IOSQE_FIXED_FILE;  // ignored by the kernel; keeps the restriction simple
+        io_uring_sqe_set_data64(sqe, kCancelTag);
+        ++cancels_;
+        ++stats_.cancelled;
+    }
+    drain_kernel();
+    for (uint32_t i = 0; i < recs_.size(); ++i)
+        if (recs_[i].live) free_record(i);
+    in_flight_ = 0;
+    uint64_t count;
+    while (::read(event_.get(), &count, sizeof count) < 0 && errno == EINTR) {
+    }
+}
+
+void UringEngine::drain_kernel() {
+    while (kernel_ops_ > 0 || cancels_ > 0) {
+        int r = io_uring_submit_and_wait(ring_.get(), 1);
+        if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY) break;
+        io_uring_cqe* cqe;
+        unsigned head, n = 0;
+        io_uring_for_each_cqe(ring_.get(), head, cqe) {
+            if (cqe->user_data == kCancelTag) {
+                if (cancels_ > 0) --cancels_;
+            } else {
+                if (kernel_ops_ > 0) --kernel_ops_;
+                if (cqe->user_data < recs_.size()) recs_[cqe->user_data].in_kernel = false;
+            }
+            ++n;
+        }
+        io_uring_cq_advance(ring_.get(), n);
+    }
+}
+
+}  // namespace vessel::virtio::io

@@ -1,13 +1,13 @@
-#include "virtio/block/engine.h"
+#include "virtio/io/engine.h"
 
 #include <cerrno>
 #include <cstring>
 #include <system_error>
 
-#include "virtio/block/sync_engine.h"
-#include "virtio/block/uring_engine.h"
+#include "virtio/io/sync_engine.h"
+#include "virtio/io/uring_engine.h"
 
-namespace vessel::virtio::block {
+namespace vessel::virtio::io {
 
 UringSupport probe_io_uring() {
     io_uring ring{};
@@ -42,7 +42,7 @@ EngineChoice make_engine(EnginePreference pref, unsigned queue_depth, std::span<
     if (!s.ok) {
         if (pref == EnginePreference::IoUring)
             throw std::system_error(ENOSYS, std::generic_category(),
-                                    "io_uring block engine requested but " + s.reason);
+                                    "io_uring engine requested but " + s.reason);
         return {std::make_unique<SyncEngine>(files), "sync: " + s.reason};
     }
     try {
@@ -57,4 +57,4 @@ EngineChoice make_engine(EnginePreference pref, unsigned queue_depth, std::span<
     }
 }
 
-}  // namespace vessel::virtio::block
+}  // namespace vessel::virtio::io

@@ -28,16 +28,17 @@ done"
 
 cmdline=$("$vessel" boot --kernel "$kernel" --print-cmdline)
 "$vessel" boot --kernel "$kernel" --write-initrd "$work/bench.cpio" -- sh -c "$guest_script"
-"$vessel" boot --kernel "$kernel" --write-initrd "$work/idle.cpio" -- true
+"$vessel" boot --kernel "$kernel" --write-initrd "$work/idle.cpio" -- echo IDLE-DONE
 
-qemu() {  # initrd
-  qemu-system-x86_64 -M microvm -accel kvm -cpu host -m 256 -smp 1 -nodefaults -no-user-config \
-    -nographic -serial stdio -no-reboot -kernel "$kernel" -initrd "$1" -append "$cmdline" \
-    -drive id=data,file="$work/data.img",format=raw,if=none,aio=io_uring,cache=writeback \
-    -device virtio-blk-device,drive=data \
-    -drive id=tools,file="$work/tools.img",format=raw,if=none,readonly=on \
-    -device virtio-blk-device,drive=tools
-}
+qemu_cmd=(qemu-system-x86_64 -M microvm,acpi=off -accel kvm -cpu host -m 256 -smp 1 -nodefaults
+  -no-user-config -nographic -serial stdio -no-reboot -kernel "$kernel" -append "$cmdline"
+  -drive "id=data,file=$work/data.img,format=raw,if=none,aio=io_uring,cache=writeback"
+  -device virtio-blk-device,drive=data
+  -drive "id=tools,file=$work/tools.img,format=raw,if=none,readonly=on"
+  -device virtio-blk-device,drive=tools)
+
+# acpi=off: the guest kernel has no ACPI, and only then does QEMU announce the virtio-mmio
+# devices on the kernel command line (auto-kernel-cmdline).
 
 # Runs one configuration; prints the guest's RESULT lines and "CPU <seconds>".
 run() {  # name bench|idle
@@ -45,29 +46,34 @@ run() {  # name bench|idle
   case $name in
     vessel-uring|vessel-sync)
       local eng=${name#vessel-}
-      if [[ $what == bench ]]; then set -- sh -c "$guest_script"; else set -- true; fi
+      if [[ $what == bench ]]; then set -- sh -c "$guest_script"; else set -- echo IDLE-DONE; fi
       /usr/bin/time -f "CPU %U %S" -o "$work/time" "$vessel" boot --kernel "$kernel" --memory 256 \
         --disk "$work/data.img,engine=$eng" --disk "$work/tools.img,ro" -- "$@" > "$out" 2>&1 ;;
     qemu-io_uring)
       # QEMU's microvm has no i8042 to reset through: stop it when the guest is done.
       local marker=RESULT\ seqwrite
-      [[ $what == idle ]] && marker=
-      ( /usr/bin/time -f "CPU %U %S" -o "$work/time" bash -c "$(declare -f qemu); work=$work kernel=$kernel cmdline='$cmdline' qemu $work/$what.cpio" > "$out" 2>&1 & echo $! > "$work/pid"; wait ) &
-      local waiter=$!
-      for _ in $(seq 1 600); do
+      [[ $what == idle ]] && marker=IDLE-DONE
+      /usr/bin/time -f "CPU %U %S" -o "$work/time" "${qemu_cmd[@]}" -initrd "$work/$what.cpio" \
+        > "$out" 2>&1 &
+      local timer=$! i
+      for i in $(seq 1 600); do
         sleep 0.5
-        if [[ -z $marker ]] && [[ $(wc -c < "$out") -gt 0 || $_ -gt 60 ]]; then break; fi
-        [[ -n $marker ]] && grep -q "$marker" "$out" && break
+        grep -q "$marker" "$out" && break
       done
-      pkill -f "qemu-system-x86_64 -M microvm.*$work" || true
-      wait $waiter || true ;;
+      # Only QEMU itself (time's child): time must live to write the CPU figures.
+      pkill -TERM -P "$timer" || true
+      wait "$timer" || true ;;
   esac
-  grep RESULT "$out" || true
+  [[ -n ${BENCH_DEBUG:-} ]] && sed "s/^/  $name.$what | /" "$out" >&2
+  if [[ $what == bench ]] && ! grep RESULT "$out"; then
+    echo "block_guest_bench: $name produced no results; its output ends with:" >&2
+    tail -n "${BENCH_TAIL:-20}" "$out" | sed 's/^/  | /' >&2
+  fi
   awk '/^CPU/ {print "CPU", $2 + $3}' "$work/time"
 }
 
 printf '%-14s %-10s %12s %12s %12s\n' config mode "IOPS" "MiB/s" "CPU us/IO"
-for cfg in vessel-uring vessel-sync qemu-io_uring; do
+for cfg in ${BENCH_CONFIGS:-vessel-uring vessel-sync qemu-io_uring}; do
   idle=$(run "$cfg" idle | awk '/^CPU/ {print $2}')
   res=$(run "$cfg" bench)
   cpu=$(echo "$res" | awk '/^CPU/ {print $2}')

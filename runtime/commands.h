@@ -12,6 +12,7 @@ using Args = std::span<char*>;  // argv after the subcommand name
 
 int cmd_boot(Args args);
 int cmd_mkimage(Args args);
+int cmd_network(Args args);
 
 // Shared helpers.
 std::string exe_dir();

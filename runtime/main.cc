@@ -21,6 +21,8 @@ const Command kCommands[] = {
     {"boot", cmd_boot,
      "boot a micro-VM and run a command in it: vessel boot [OPTIONS] -- CMD [ARGS]"},
     {"mkimage", cmd_mkimage, "make an ext4 disk image from a directory: vessel mkimage DIR IMAGE"},
+    {"network", cmd_network,
+     "manage guest networks (bridge, NAT, addresses): vessel network create|ls|inspect|rm"},
 };
 
 std::string exe_dir() {

@@ -1,6 +1,7 @@
 // vessel-init: PID 1 of a vessel guest. Prepares a minimal userspace, runs the one command the
-// VMM asked for (see protocol.h), reaps everything, and reports the command's exit status
-// through the exit device. Deliberately free of iostreams and exceptions paths to stay small.
+// VMM asked for (see protocol.h) or, in agent mode, the guest agent (guest/agent), reaps
+// everything, and reports the command's (or the agent's shutdown) status through the exit
+// device. The init part stays free of iostreams and exception paths.
 #include <errno.h>
 #include <fcntl.h>
 #include <net/if.h>
@@ -27,6 +28,7 @@
 #include <string_view>
 #include <vector>
 
+#include "guest/agent/guest_main.h"
 #include "guest/init/proto.h"
 #include "guest/init/protocol.h"
 #include "guest/init/unique_fd.h"
@@ -175,6 +177,30 @@ void bring_up_loopback() {
     if (ioctl(sock.get(), SIOCSIFFLAGS, &ifr) < 0) warn_errno("SIOCSIFFLAGS", "lo");
 }
 
+// The kernel's "ip=" configuration (IP_PNP) publishes its DNS servers here; nothing else in
+// the guest would turn them into a resolv.conf.
+void install_resolv_conf() {
+    const auto pnp = read_file(proto::kPnpPath);
+    if (!pnp) return;
+    const auto text = proto::resolv_conf_from_pnp(*pnp);
+    if (!text) return;
+    const std::string path(proto::kResolvConfPath);
+    UniqueFd fd(open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    if (!fd) {
+        warn_errno("open", path);
+        return;
+    }
+    for (size_t off = 0; off < text->size();) {
+        const ssize_t n = write(fd.get(), text->data() + off, text->size() - off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            warn_errno("write", path);
+            return;
+        }
+        off += static_cast<size_t>(n);
+    }
+}
+
 // The VMM copies console bytes verbatim to the host terminal, which already does its own
 // "\n" -> "\r\n"; doing it here too would double the carriage returns.
 void disable_console_output_processing() {
@@ -205,6 +231,15 @@ void install_signal_forwarding() {
     for (int sig : kForwardedSignals) sigaction(sig, &sa, nullptr);
     // Ctrl-Alt-Del then arrives as SIGINT for the command instead of an immediate reboot.
     reboot(RB_DISABLE_CAD);
+}
+
+void reset_signals_for_child() {
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    for (int sig : kForwardedSignals) sigaction(sig, &dfl, nullptr);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
 }
 
 struct Command {
@@ -256,13 +291,7 @@ pid_t spawn(Command& cmd) {
     std::vector<char*> envp = c_strings(cmd.env);
     const pid_t pid = fork();
     if (pid != 0) return pid;
-
-    struct sigaction dfl {};
-    dfl.sa_handler = SIG_DFL;
-    for (int sig : kForwardedSignals) sigaction(sig, &dfl, nullptr);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
+    reset_signals_for_child();
 
     // Own session with the console as controlling tty: needed for job control and ^C.
     setsid();
@@ -280,8 +309,48 @@ pid_t spawn(Command& cmd) {
     _exit(err == ENOENT ? proto::kStatusExecNotFound : proto::kStatusExecFailed);
 }
 
+struct AgentMode {
+    bool enabled = false;
+    bool valid = true;
+    vessel::agent::ListenAddress address;
+};
+
+// Host tests run init in a PID namespace without vsock: VESSEL_INIT_TEST_AGENT names a Unix
+// socket to listen on instead, and the host's /proc/cmdline is not consulted.
+AgentMode agent_mode() {
+    AgentMode m;
+    if (const char* path = getenv("VESSEL_INIT_TEST_AGENT")) {
+        m.enabled = true;
+        m.address.unix_path = path;
+        return m;
+    }
+    const auto cmdline = read_file("/proc/cmdline");
+    if (!cmdline) return m;
+    std::string error;
+    const auto port = proto::agent_port_from_cmdline(*cmdline, &error);
+    if (!error.empty()) {
+        say({error});
+        m.enabled = true;
+        m.valid = false;
+    } else if (port) {
+        m.enabled = true;
+        m.address.vsock_port = *port;
+    }
+    return m;
+}
+
+// The agent runs as init's child, so that a crash of the agent ends the VM with a status
+// instead of panicking the kernel, and init keeps reaping orphans and doing the shutdown.
+pid_t spawn_agent(const vessel::agent::ListenAddress& address) {
+    const pid_t pid = fork();
+    if (pid != 0) return pid;
+    reset_signals_for_child();
+    setsid();  // no controlling tty: the console is init's, the processes get their own
+    _exit(vessel::agent::serve_guest(address));
+}
+
 // Reaps everything (orphans are reparented to us) until the command itself exits.
-int wait_for_command(pid_t pid) {
+int wait_for_command(pid_t pid, bool* signaled = nullptr) {
     for (;;) {
         int ws;
         const pid_t p = waitpid(-1, &ws, 0);
@@ -290,7 +359,10 @@ int wait_for_command(pid_t pid) {
             warn_errno("waitpid");
             return proto::kStatusInitFailure;
         }
-        if (p == pid) return proto::exit_status_from_wait(ws);
+        if (p == pid) {
+            if (signaled) *signaled = WIFSIGNALED(ws);
+            return proto::exit_status_from_wait(ws);
+        }
     }
 }
 
@@ -488,20 +560,24 @@ int main() {
     reopen_console_from_devtmpfs();
     disable_console_output_processing();
     mount_kernel_filesystems();
-    RunConfig run = load_run_config();
+    const AgentMode agent = agent_mode();
+    RunConfig run = load_run_config();  // in agent mode only hostname and rootfs matter
     int status = proto::kStatusInitFailure;
-    if (run.valid && (!run.rootfs || switch_to_disk_root(*run.rootfs))) {
+    if (run.valid && agent.valid && (!run.rootfs || switch_to_disk_root(*run.rootfs))) {
         mount_scratch_filesystems();
         set_hostname(run.hostname);
         bring_up_loopback();
+        install_resolv_conf();
         install_signal_forwarding();
-        const pid_t pid = spawn(run.cmd);
+        const pid_t pid = agent.enabled ? spawn_agent(agent.address) : spawn(run.cmd);
         if (pid < 0) {
             warn_errno("fork");
         } else {
             g_command_pid = pid;
-            status = wait_for_command(pid);
+            bool signaled = false;
+            status = wait_for_command(pid, &signaled);
             g_command_pid = 0;
+            if (agent.enabled && signaled) say({"the agent was killed by a signal"});
         }
     }
     terminate_everything();

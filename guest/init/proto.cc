@@ -1,5 +1,6 @@
 #include "guest/init/proto.h"
 
+#include <ctype.h>
 #include <sys/wait.h>
 
 #include <stdexcept>
@@ -138,6 +139,75 @@ std::optional<RootFs> parse_rootfs(std::string_view text, std::string* error) {
     }
     if (!seen_source) return fail(0, "no source= line");
     return r;
+}
+
+namespace {
+
+std::string_view strip_quotes(std::string_view s) {
+    if (!s.empty() && s.front() == '"') {
+        s.remove_prefix(1);
+        if (!s.empty() && s.back() == '"') s.remove_suffix(1);
+    }
+    return s;
+}
+
+}  // namespace
+
+std::optional<std::string> cmdline_value(std::string_view cmdline, std::string_view key) {
+    std::optional<std::string> found;
+    std::size_t i = 0;
+    while (i < cmdline.size()) {
+        while (i < cmdline.size() && isspace(static_cast<unsigned char>(cmdline[i]))) ++i;
+        const std::size_t start = i;
+        bool in_quote = false;
+        for (; i < cmdline.size(); ++i) {
+            if (!in_quote && isspace(static_cast<unsigned char>(cmdline[i]))) break;
+            if (cmdline[i] == '"') in_quote = !in_quote;
+        }
+        std::string_view word = cmdline.substr(start, i - start);
+        if (word.empty()) break;
+        if (word == "--") break;
+        if (word.front() == '"') word = strip_quotes(word);
+        const auto eq = word.find('=');
+        if (word.substr(0, eq) != key) continue;
+        found = eq == std::string_view::npos ? std::string() : std::string(strip_quotes(word.substr(eq + 1)));
+    }
+    return found;
+}
+
+std::optional<std::uint32_t> agent_port_from_cmdline(std::string_view cmdline,
+                                                     std::string* error) {
+    const auto value = cmdline_value(cmdline, kAgentCmdlineKey);
+    if (!value) return std::nullopt;
+    if (value->empty()) return kDefaultAgentPort;
+    std::uint64_t port = 0;
+    bool ok = value->size() <= 10;
+    for (const char c : *value) {
+        if (c < '0' || c > '9') ok = false;
+        if (ok) port = port * 10 + static_cast<std::uint64_t>(c - '0');
+    }
+    // 0xffffffff is VMADDR_PORT_ANY.
+    if (!ok || port == 0 || port > 0xfffffffeu) {
+        if (error)
+            *error = std::string(kAgentCmdlineKey) + "=" + *value +
+                     ": the port must be a decimal number in 1..4294967294";
+        return std::nullopt;
+    }
+    return static_cast<std::uint32_t>(port);
+}
+
+std::optional<std::string> resolv_conf_from_pnp(std::string_view pnp) {
+    std::size_t pos = 0;
+    while (pos < pnp.size()) {
+        std::size_t nl = pnp.find('\n', pos);
+        if (nl == std::string_view::npos) nl = pnp.size();
+        const std::string_view line = pnp.substr(pos, nl - pos);
+        if (line.rfind("nameserver", 0) == 0 && line.size() > 10 &&
+            isspace(static_cast<unsigned char>(line[10])))
+            return std::string(pnp);
+        pos = nl + 1;
+    }
+    return std::nullopt;
 }
 
 }  // namespace vessel::guest

@@ -1,6 +1,7 @@
 // Pure helpers shared by vessel-init and the host side (run archive writer, tests).
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -50,5 +51,18 @@ std::string format_rootfs(const RootFs& rootfs);
 // unknown or duplicate keys, a missing or relative source, a bad readonly value, or NULs.
 // A trailing '\r' per line is tolerated (files written by hand).
 std::optional<RootFs> parse_rootfs(std::string_view text, std::string* error);
+
+// Value of the last "key=value" word on a kernel command line ("" for a bare "key"),
+// nullopt if absent. Double quotes group words as the kernel does ("key=\"a b\""); parsing
+// stops at "--", after which the words belong to init.
+std::optional<std::string> cmdline_value(std::string_view cmdline, std::string_view key);
+
+// The agent's vsock port from kAgentCmdlineKey: nullopt if absent (or *error set, if
+// malformed: not a decimal in 1..0xfffffffe).
+std::optional<std::uint32_t> agent_port_from_cmdline(std::string_view cmdline, std::string* error);
+
+// /etc/resolv.conf contents from /proc/net/pnp: the file as is when it names a nameserver,
+// else nullopt (an "ip=" without DNS must not wipe a disk root's own resolv.conf).
+std::optional<std::string> resolv_conf_from_pnp(std::string_view pnp);
 
 }  // namespace vessel::guest

@@ -29,6 +29,17 @@ inline constexpr std::string_view kRootFsPath = "/vessel/rootfs";
 inline constexpr std::string_view kRootMountPoint = "/mnt/root";  // exists in the base image
 inline constexpr std::string_view kDefaultRootFsType = "ext4";
 
+// Agent mode: "vessel.agent=PORT" (or bare "vessel.agent": kDefaultAgentPort) on the kernel
+// command line makes init start the guest agent (guest/agent, docs/agent-protocol.md)
+// listening on that vsock port instead of running /vessel/argv. The VM then runs until the
+// host sends the agent a shutdown request, whose status init reports through kExitPort.
+inline constexpr std::string_view kAgentCmdlineKey = "vessel.agent";
+inline constexpr std::uint32_t kDefaultAgentPort = 1024;
+
+// With an IP_PNP kernel configured by "ip=...", its DNS settings, copied to /etc/resolv.conf.
+inline constexpr std::string_view kPnpPath = "/proc/net/pnp";
+inline constexpr std::string_view kResolvConfPath = "/etc/resolv.conf";
+
 inline constexpr std::string_view kDefaultHostname = "vessel";
 inline constexpr std::string_view kDefaultShell = "/bin/sh";
 inline constexpr std::string_view kDefaultPath =

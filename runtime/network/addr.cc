@@ -68,7 +68,9 @@ Cidr Cidr::parse(std::string_view s, bool allow_bare) {
     return {{v}, n};
 }
 
-std::string Cidr::str() const { return addr.str() + "/" + std::to_string(prefix); }
+std::string Cidr::str() const {
+    return addr.str() + "/" + std::to_string(prefix);
+}
 
 Mac Mac::parse(std::string_view s) {
     Mac m;
@@ -81,8 +83,10 @@ Mac Mac::parse(std::string_view s) {
     bool ok = s.size() == 17;
     for (size_t i = 0; ok && i < 6; ++i) {
         int hi = hex(s[i * 3]), lo = hex(s[i * 3 + 1]);
-        if (hi < 0 || lo < 0 || (i < 5 && s[i * 3 + 2] != ':')) ok = false;
-        else m.bytes[i] = static_cast<uint8_t>(hi << 4 | lo);
+        if (hi < 0 || lo < 0 || (i < 5 && s[i * 3 + 2] != ':'))
+            ok = false;
+        else
+            m.bytes[i] = static_cast<uint8_t>(hi << 4 | lo);
     }
     if (!ok) throw std::invalid_argument("invalid MAC address '" + std::string(s) + "'");
     return m;

@@ -38,8 +38,8 @@ const char* mode_name(NetMode m);
 // that make no sense for the mode are errors.
 struct NetSpec {
     NetMode mode = NetMode::Network;
-    std::string target;  // network name, bridge, tap or namespace path
-    std::optional<Ipv4> ip;  // network mode: a specific address to lease
+    std::string target;           // network name, bridge, tap or namespace path
+    std::optional<Ipv4> ip;       // network mode: a specific address to lease
     std::optional<Cidr> ip_cidr;  // bridge/tap mode: static guest address
     bool dhcp = false;            // bridge/tap mode: ip=dhcp
     std::optional<Ipv4> gateway;
@@ -70,8 +70,8 @@ struct GuestConfig {
 
 struct AttachOptions {
     std::string state_root = default_state_root();
-    std::string label;               // recorded in the network lease (VM or container id)
-    std::optional<ProcessId> owner;  // lease owner; default: this process
+    std::string label;                       // recorded in the network lease (VM or container id)
+    std::optional<ProcessId> owner;          // lease owner; default: this process
     std::string tap_template = "vsl-tap%d";  // taps vessel creates; "%d" is numbered by Linux
 };
 

@@ -154,8 +154,8 @@ CommandResult check_command(const std::string& what, const std::vector<std::stri
         for (const auto& a : argv) cmd += (cmd.empty() ? "" : " ") + a;
         std::string err = r.err;
         while (!err.empty() && (err.back() == '\n' || err.back() == ' ')) err.pop_back();
-        throw std::runtime_error(what + ": '" + cmd + "' failed (exit " +
-                                 std::to_string(r.status) + ")" + (err.empty() ? "" : ": " + err));
+        throw std::runtime_error(what + ": '" + cmd + "' failed (exit " + std::to_string(r.status) +
+                                 ")" + (err.empty() ? "" : ": " + err));
     }
     return r;
 }

@@ -13,8 +13,8 @@ size_t reclaim_dead_leases(NetworkRecord& r, const AliveFn& alive) {
 }
 
 size_t live_lease_count(const NetworkRecord& r, const AliveFn& alive) {
-    return static_cast<size_t>(
-        std::count_if(r.leases.begin(), r.leases.end(), [&](const Lease& l) { return alive(l.owner); }));
+    return static_cast<size_t>(std::count_if(r.leases.begin(), r.leases.end(),
+                                             [&](const Lease& l) { return alive(l.owner); }));
 }
 
 Lease allocate_lease(NetworkRecord& r, const ProcessId& owner, std::optional<Ipv4> requested,
@@ -69,7 +69,8 @@ Lease allocate_lease(NetworkRecord& r, const ProcessId& owner, std::optional<Ipv
 }
 
 bool release_lease(NetworkRecord& r, Ipv4 ip, const ProcessId& owner) {
-    auto n = std::erase_if(r.leases, [&](const Lease& l) { return l.ip == ip && l.owner == owner; });
+    auto n =
+        std::erase_if(r.leases, [&](const Lease& l) { return l.ip == ip && l.owner == owner; });
     return n > 0;
 }
 

@@ -206,8 +206,7 @@ std::vector<Route> ipv4_routes() {
             continue;
         // The file prints addresses as raw network-order words.
         out.push_back({ifname,
-                       {{ntohl(dest)},
-                        static_cast<unsigned>(__builtin_popcount(ntohl(mask)))},
+                       {{ntohl(dest)}, static_cast<unsigned>(__builtin_popcount(ntohl(mask)))},
                        {ntohl(gw)}});
     }
     return out;

@@ -90,7 +90,9 @@ std::string bridge_name_for(const std::string& name) {
     return "vsl-" + name.substr(0, 6) + "-" + hash;
 }
 
-std::string nft_table_for(const std::string& name) { return "vessel-" + name; }
+std::string nft_table_for(const std::string& name) {
+    return "vessel-" + name;
+}
 
 std::string nft_ruleset(const NetworkRecord& r) {
     const std::string t = r.nft_table;
@@ -116,7 +118,8 @@ NetworkRecord create_network(const NetworkStore& store, const CreateOptions& opt
                                     " is too small: a network needs a gateway and at least one "
                                     "guest (prefix /30 or shorter)");
     if (subnet.prefix < 8)
-        throw std::invalid_argument("subnet " + subnet.str() + " is too large (prefix /8 or longer)");
+        throw std::invalid_argument("subnet " + subnet.str() +
+                                    " is too large (prefix /8 or longer)");
     if (opt.dns.size() > 2) throw std::invalid_argument("at most 2 DNS servers (--dns)");
 
     NetworkRecord r;
@@ -146,8 +149,7 @@ NetworkRecord create_network(const NetworkStore& store, const CreateOptions& opt
     for (const auto& rt : ipv4_routes())
         if (rt.dest.prefix > 0 && rt.dest.overlaps(r.subnet))
             throw std::runtime_error("subnet " + r.subnet.str() + " overlaps host route " +
-                                     rt.dest.str() +
-                                     (rt.ifname == "*" ? "" : " dev " + rt.ifname));
+                                     rt.dest.str() + (rt.ifname == "*" ? "" : " dev " + rt.ifname));
     if (link_exists(r.bridge))
         throw std::runtime_error("bridge " + r.bridge +
                                  " already exists (choose another name or --bridge)");

@@ -12,8 +12,8 @@ namespace vessel::network {
 
 struct CreateOptions {
     std::string name;
-    std::string subnet;  // CIDR text, no host bits, prefix 0..30
-    std::string bridge;  // empty: bridge_name_for(name)
+    std::string subnet;            // CIDR text, no host bits, prefix 0..30
+    std::string bridge;            // empty: bridge_name_for(name)
     std::vector<std::string> dns;  // at most 2 addresses
 };
 

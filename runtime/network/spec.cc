@@ -43,8 +43,7 @@ NetSpec NetSpec::parse(std::string_view text) {
         if (key != "dns" && !seen.insert(key).second) throw fail("'" + key + "' given twice");
         try {
             if (key == "network" || key == "bridge" || key == "tap" || key == "netns") {
-                if (have_mode)
-                    throw fail("give exactly one of network=, bridge=, tap=, netns=");
+                if (have_mode) throw fail("give exactly one of network=, bridge=, tap=, netns=");
                 have_mode = true;
                 s.mode = key == "network"  ? NetMode::Network
                          : key == "bridge" ? NetMode::Bridge
@@ -88,8 +87,9 @@ NetSpec NetSpec::parse(std::string_view text) {
                 case NetMode::Network: {
                     Cidr c = Cidr::parse(ip_text, true);
                     if (ip_text.find('/') != std::string::npos)
-                        throw fail("ip= takes a bare address with network= (the prefix is the "
-                                   "network's)");
+                        throw fail(
+                            "ip= takes a bare address with network= (the prefix is the "
+                            "network's)");
                     s.ip = c.addr;
                     break;
                 }
@@ -100,7 +100,8 @@ NetSpec NetSpec::parse(std::string_view text) {
                         break;
                     }
                     if (ip_text.find('/') == std::string::npos)
-                        throw fail("ip= needs a prefix length, e.g. ip=192.168.1.5/24 (or ip=dhcp)");
+                        throw fail(
+                            "ip= needs a prefix length, e.g. ip=192.168.1.5/24 (or ip=dhcp)");
                     s.ip_cidr = Cidr::parse(ip_text);
                     if (s.ip_cidr->prefix > 30 || !s.ip_cidr->has_host_bits() ||
                         s.ip_cidr->addr == s.ip_cidr->broadcast())

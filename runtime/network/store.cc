@@ -119,8 +119,9 @@ void validate_network_name(const std::string& name) {
         return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                c == '_' || c == '.' || c == '-';
     };
-    bool ok = !name.empty() && name.size() <= 64 && std::all_of(name.begin(), name.end(), ok_char) &&
-              name[0] != '_' && name[0] != '.' && name[0] != '-';
+    bool ok = !name.empty() && name.size() <= 64 &&
+              std::all_of(name.begin(), name.end(), ok_char) && name[0] != '_' && name[0] != '.' &&
+              name[0] != '-';
     if (!ok)
         throw std::invalid_argument("invalid network name '" + name +
                                     "': use 1-64 letters, digits, '_', '.', '-', starting with a "

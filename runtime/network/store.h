@@ -19,9 +19,9 @@ namespace vessel::network {
 struct Lease {
     Ipv4 ip;
     Mac mac;
-    std::string tap;    // host-side tap name (informational; the tap dies with its owner)
-    ProcessId owner;    // the VMM holding the lease
-    std::string label;  // free text from the caller (VM or container id)
+    std::string tap;      // host-side tap name (informational; the tap dies with its owner)
+    ProcessId owner;      // the VMM holding the lease
+    std::string label;    // free text from the caller (VM or container id)
     int64_t created = 0;  // unix seconds
 };
 

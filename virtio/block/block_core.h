@@ -26,8 +26,8 @@
 
 #include "virtio/block/engine.h"
 #include "virtio/block/request.h"
-#include "virtio/io/log.h"
 #include "virtio/descriptor.h"
+#include "virtio/io/log.h"
 #include "vmm/guest_memory.h"
 
 namespace vessel::virtio::block {

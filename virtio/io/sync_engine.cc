@@ -105,8 +105,8 @@ int64_t SyncEngine::try_message(File& f, OpKind kind, const iovec* iov, int cnt)
 
 void SyncEngine::update_interest(uint32_t file) {
     File& f = files_[file];
-    uint32_t want = (f.reads.empty() ? 0u : uint32_t{EPOLLIN}) |
-                    (f.writes.empty() ? 0u : uint32_t{EPOLLOUT});
+    uint32_t want =
+        (f.reads.empty() ? 0u : uint32_t{EPOLLIN}) | (f.writes.empty() ? 0u : uint32_t{EPOLLOUT});
     if (want == f.interest) return;
     epoll_event ev{};
     ev.events = want;

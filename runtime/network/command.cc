@@ -130,7 +130,9 @@ CommandResult run_command(const std::vector<std::string>& argv, const CommandOpt
         }
     }
     int st = 0;
-    while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    while (::waitpid(pid, &st, 0) < 0) {
+        // ECHILD: SIGCHLD is ignored somewhere and the status is lost; never guess success.
+        if (errno != EINTR) throw_errno("waiting for " + argv[0]);
     }
     r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 

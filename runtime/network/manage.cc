@@ -211,16 +211,20 @@ NetworkStatus inspect_network(const NetworkStore& store, const std::string& name
 }
 
 void ensure_network_up(const NetworkRecord& r) {
-    if (link_exists(r.bridge)) {
-        if (link_driver(r.bridge) != "bridge")
-            throw std::runtime_error("interface " + r.bridge + " of network '" + r.name +
-                                     "' is not a bridge");
-        set_link_up(r.bridge);
+    if (!link_exists(r.bridge)) {
+        Rollback rb;
+        bring_up(r, rb);
+        rb.commit();
         return;
     }
-    Rollback rb;
-    bring_up(r, rb);
-    rb.commit();
+    if (link_driver(r.bridge) != "bridge")
+        throw std::runtime_error("interface " + r.bridge + " of network '" + r.name +
+                                 "' is not a bridge");
+    set_link_up(r.bridge);
+    // A firewall reload (`nft flush ruleset`) drops the table while the bridge stays.
+    if (run_command({"nft", "list", "table", "ip", r.nft_table}).status != 0)
+        apply_nft(nft_ruleset(r), "restoring NAT for network " + r.name);
+    enable_ip_forward();
 }
 
 }  // namespace vessel::network

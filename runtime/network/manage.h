@@ -40,8 +40,9 @@ struct NetworkStatus {
 std::vector<NetworkStatus> list_networks(const NetworkStore& store);
 NetworkStatus inspect_network(const NetworkStore& store, const std::string& name);
 
-// Recreates the bridge, address and NAT table when the bridge is missing (host reboot);
-// otherwise makes sure the bridge is up. The caller holds the store's exclusive lock.
+// Recreates the bridge, address and NAT table when the bridge is missing (host reboot), the
+// NAT table alone when it is missing (firewall reload), and makes sure the bridge is up and
+// forwarding is on. The caller holds the store's exclusive lock.
 void ensure_network_up(const NetworkRecord& r);
 
 // The nft script that (re)creates the network's table atomically.

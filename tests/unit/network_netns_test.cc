@@ -434,7 +434,7 @@ TEST_F(NetworkNetns, LeaseOfAKilledVmmIsReclaimedAndItsTapIsGone) {
     remove_network(store_, "kill");
 }
 
-TEST_F(NetworkNetns, AttachRecreatesAMissingBridge) {
+TEST_F(NetworkNetns, AttachRestoresAMissingBridgeOrNatTable) {
     create("boot", "10.131.0.0/24");
     // What a host reboot does to a network: state survives, bridge and table do not.
     delete_bridge("vsl-boot");
@@ -444,6 +444,12 @@ TEST_F(NetworkNetns, AttachRecreatesAMissingBridge) {
     EXPECT_EQ(link_driver("vsl-boot"), "bridge");
     EXPECT_TRUE(nft_table_exists("vessel-boot"));
     EXPECT_TRUE(contains(bridge_ports("vsl-boot"), att.tap_name()));
+    // What a firewall reload does: the table goes, the bridge (with a guest on it) stays.
+    run({"nft", "flush", "ruleset"});
+    auto again = NetAttachment::attach(NetSpec::parse("network=boot"), opts());
+    EXPECT_TRUE(nft_table_exists("vessel-boot"));
+    EXPECT_TRUE(contains(bridge_ports("vsl-boot"), att.tap_name()));
+    again.detach();
     att.detach();
     remove_network(store_, "boot");
 }

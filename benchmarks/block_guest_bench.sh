@@ -12,11 +12,15 @@ blkcheck=${BLKCHECK_BIN:-$root/build/tests/blkcheck}
 kernel=${VESSEL_KERNEL:-${VESSEL_CACHE:-/var/cache/vessel}/kernel/current/vmlinux}
 secs=${BENCH_SECONDS:-5}
 work=$(mktemp -d /var/tmp/vessel-blkbench.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+trap 'rm -rf "$work"; [[ -z ${BENCH_DATA_DIR:-} ]] || rm -f "$BENCH_DATA_DIR/data.img"' EXIT
 
 mkdir "$work/tools" && cp "$blkcheck" "$work/tools/"
 "$vessel" mkimage --size 8M "$work/tools" "$work/tools.img"
-truncate -s 256M "$work/data.img"
+# In the nested harness the work directory is overlayfs on tmpfs, whose files io_uring cannot
+# read or write without blocking (no FMODE_NOWAIT in Linux 6.1): there every io_uring request
+# goes through an io-wq worker thread. BENCH_DATA_DIR puts the data image elsewhere.
+data_dir=${BENCH_DATA_DIR:-$work}
+truncate -s 256M "$data_dir/data.img"
 
 # The tools disk is the one that mounts; the data disk is the other (QEMU may order them
 # differently from vessel).
@@ -32,7 +36,7 @@ cmdline=$("$vessel" boot --kernel "$kernel" --print-cmdline)
 
 qemu_cmd=(qemu-system-x86_64 -M microvm,acpi=off -accel kvm -cpu host -m 256 -smp 1 -nodefaults
   -no-user-config -nographic -serial stdio -no-reboot -kernel "$kernel" -append "$cmdline"
-  -drive "id=data,file=$work/data.img,format=raw,if=none,aio=io_uring,cache=writeback"
+  -drive "id=data,file=$data_dir/data.img,format=raw,if=none,aio=io_uring,cache=writeback"
   -device virtio-blk-device,drive=data
   -drive "id=tools,file=$work/tools.img,format=raw,if=none,readonly=on"
   -device virtio-blk-device,drive=tools)
@@ -48,7 +52,7 @@ run() {  # name bench|idle
       local eng=${name#vessel-}
       if [[ $what == bench ]]; then set -- sh -c "$guest_script"; else set -- echo IDLE-DONE; fi
       /usr/bin/time -f "CPU %U %S" -o "$work/time" "$vessel" boot --kernel "$kernel" --memory 256 \
-        --disk "$work/data.img,engine=$eng" --disk "$work/tools.img,ro" -- "$@" > "$out" 2>&1 ;;
+        --disk "$data_dir/data.img,engine=$eng" --disk "$work/tools.img,ro" -- "$@" > "$out" 2>&1 ;;
     qemu-io_uring)
       # QEMU's microvm has no i8042 to reset through: stop it when the guest is done.
       local marker=RESULT\ seqwrite

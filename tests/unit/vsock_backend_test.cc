@@ -27,9 +27,9 @@ TEST(ConnectLineTest, Valid) {
 
 TEST(ConnectLineTest, Invalid) {
     for (const char* bad :
-         {"CONNECT 4294967295\n", "CONNECT 99999999999\n", "CONNECT\n", "CONNECT \n",
-          "CONNECT 12", "CONNECT 12\r\n", "connect 12\n", "CONNECT -1\n", "CONNECT +1\n",
-          "CONNECT  1\n", "CONNECT 1 \n", "CONNECT 0x10\n", "CONNECT 1\n\n", "", "\n",
+         {"CONNECT 4294967295\n", "CONNECT 99999999999\n", "CONNECT\n", "CONNECT \n", "CONNECT 12",
+          "CONNECT 12\r\n", "connect 12\n", "CONNECT -1\n", "CONNECT +1\n", "CONNECT  1\n",
+          "CONNECT 1 \n", "CONNECT 0x10\n", "CONNECT 1\n\n", "", "\n",
           "CONNECT 00000000000000000000000001\n"}) {
         EXPECT_FALSE(parse_connect_line(bad)) << bad;
     }

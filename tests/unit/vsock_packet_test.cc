@@ -41,7 +41,7 @@ class Chains {
     explicit Chains(const vmm::GuestMemory& mem) : mem_(mem) {}
     Chains& readable(const std::vector<uint8_t>& data) {
         uint64_t a = alloc(data.size());
-        mem_.write(a, data.data(), data.size());
+        if (!data.empty()) mem_.write(a, data.data(), data.size());
         c_.descs.push_back({a, static_cast<uint32_t>(data.size()), false});
         return *this;
     }
@@ -91,8 +91,16 @@ class PacketTest : public ::testing::Test {
 };
 
 TEST(PacketHeaderTest, WireLayoutIsVirtioVsockHdr) {
-    PacketHeader h{0x0102030405060708ull, 0x1112131415161718ull, 0x21222324, 0x31323334,
-                   0x41424344, 0x5152, 0x6162, 0x71727374, 0x81828384, 0x91929394};
+    PacketHeader h{0x0102030405060708ull,
+                   0x1112131415161718ull,
+                   0x21222324,
+                   0x31323334,
+                   0x41424344,
+                   0x5152,
+                   0x6162,
+                   0x71727374,
+                   0x81828384,
+                   0x91929394};
     uint8_t w[kHeaderSize];
     encode_header(h, w);
     auto le32 = [&](size_t off) {
@@ -185,10 +193,10 @@ TEST_F(PacketTest, EveryMalformedTxChain) {
     expect(b.readable({hdr.begin(), hdr.end() - 1}).take(), PacketError::kShortHeader, false);
     expect(b.raw(64ull << 20, 64, false).take(), PacketError::kBadAddress, false);
 
-    expect(b.readable(with([](PacketHeader& h) { h.src_cid = 3; })).take(),
-           PacketError::kBadSrcCid, true);
-    expect(b.readable(with([](PacketHeader& h) { h.dst_cid = 1; })).take(),
-           PacketError::kBadDstCid, true);
+    expect(b.readable(with([](PacketHeader& h) { h.src_cid = 3; })).take(), PacketError::kBadSrcCid,
+           true);
+    expect(b.readable(with([](PacketHeader& h) { h.dst_cid = 1; })).take(), PacketError::kBadDstCid,
+           true);
     expect(b.readable(with([](PacketHeader& h) { h.dst_cid = kCid; })).take(),
            PacketError::kBadDstCid, true);
     expect(b.readable(with([](PacketHeader& h) { h.type = 2; })).take(), PacketError::kBadType,
@@ -202,9 +210,9 @@ TEST_F(PacketTest, EveryMalformedTxChain) {
     expect(b.readable(with([](PacketHeader& h) { h.len = 0xffffffff; })).take(),
            PacketError::kTooLarge, true);
     expect(b.readable(with([](PacketHeader& h) {
-                  h.op = op::kRequest;
-                  h.len = 4;
-              }))
+                h.op = op::kRequest;
+                h.len = 4;
+            }))
                .readable({1, 2, 3, 4})
                .take(),
            PacketError::kUnexpectedPayload, true);

@@ -104,13 +104,13 @@ inline UniqueFd connect_unix(const std::string& path) {
 }
 
 // Blocking listening socket on `path`.
-inline UniqueFd listen_unix(const std::string& path) {
+inline UniqueFd listen_unix(const std::string& path, int backlog = 16) {
     UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (!fd) throw_errno("socket");
     sockaddr_un a = unix_addr(path);
     if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) < 0)
         throw_errno("bind " + path);
-    if (::listen(fd.get(), 16) < 0) throw_errno("listen " + path);
+    if (::listen(fd.get(), backlog) < 0) throw_errno("listen " + path);
     return fd;
 }
 
@@ -368,7 +368,14 @@ class FakeDriver {
     void consume(GuestSock& s, uint32_t n) {
         s.unread -= n;
         s.fwd_cnt += n;
-        if (s.buf_alloc - (s.fwd_cnt - s.last_adv_fwd) < kMaxPayload) send_ctl(s, op::kCreditUpdate);
+        if (s.buf_alloc - (s.fwd_cnt - s.last_adv_fwd) < kMaxPayload)
+            send_ctl(s, op::kCreditUpdate);
+    }
+    // One RW packet of any size, whatever the credit says (a lying driver).
+    void send_unchecked(GuestSock& s, const std::vector<uint8_t>& data) {
+        PacketHeader h = header(s, op::kRw, static_cast<uint32_t>(data.size()));
+        s.tx_cnt += static_cast<uint32_t>(data.size());
+        send_packet(h, data.data(), data.size());
     }
     void shutdown(GuestSock& s, uint32_t flags) { send_ctl(s, op::kShutdown, flags); }
     void rst(GuestSock& s) {
@@ -384,13 +391,57 @@ class FakeDriver {
     void send_raw(const PacketHeader& h, const std::vector<uint8_t>& payload = {}) {
         send_packet(h, payload.data(), payload.size());
     }
-    // A hand-made TX chain (bump-allocated: for a handful of malformed packets only).
-    void send_chain(const std::vector<Buf>& bufs, bool indirect = false) {
-        if (indirect)
-            txq_.add_indirect_chain(bufs);
-        else
-            txq_.add_chain(bufs);
+    // A hand-made TX chain from the driver's own descriptors: direct or as an indirect table;
+    // `loop` points the last descriptor back at the first (a malformed chain).
+    void send_chain(const std::vector<Buf>& bufs, bool indirect = false, bool loop = false) {
+        const size_t n = bufs.size();
+        if (!tx_room(n + (indirect ? 1 : 0))) throw std::runtime_error("fake driver: TX stuck");
+        std::vector<uint16_t> slots;
+        for (size_t i = 0; i < n + (indirect ? 1 : 0); ++i) slots.push_back(take(tx_free_));
+        std::vector<RawDesc> descs;
+        for (size_t i = 0; i < n; ++i) {
+            const uint64_t a = tx_addr(slots[i]);
+            if (!bufs[i].data.empty()) mem_.write(a, bufs[i].data.data(), bufs[i].data.size());
+            descs.push_back(RawDesc{a, bufs[i].len,
+                                    static_cast<uint16_t>(bufs[i].writable ? kDescFWrite : 0), 0});
+        }
+        for (size_t i = 0; i < n; ++i) {
+            const bool last = i + 1 == n;
+            if (last && !loop) break;
+            descs[i].flags |= kDescFNext;
+            const size_t to = last ? 0 : i + 1;
+            descs[i].next = static_cast<uint16_t>(indirect ? to : slots[to]);
+        }
+        uint16_t head;
+        if (indirect) {
+            head = slots[n];
+            mem_.write(tx_addr(head), descs.data(), 16 * n);
+            txq_.set_desc(head,
+                          RawDesc{tx_addr(head), static_cast<uint32_t>(16 * n), kDescFIndirect, 0});
+        } else {
+            head = slots[0];
+            for (size_t i = 0; i < n; ++i) txq_.set_desc(slots[i], descs[i]);
+        }
+        tx_chains_[head] = slots;
+        txq_.publish(head);
         kick(txq_, tx_kicked_, kTxQueue);
+    }
+    // An RX chain as given ({length, device-writable} per descriptor).
+    void post_rx_chain(const std::vector<std::pair<uint32_t, bool>>& parts) {
+        std::vector<uint16_t> slots;
+        for (size_t i = 0; i < parts.size(); ++i) slots.push_back(take(rx_free_));
+        for (size_t i = 0; i < parts.size(); ++i) {
+            uint16_t flags = parts[i].second ? kDescFWrite : 0;
+            uint16_t next = 0;
+            if (i + 1 < parts.size()) {
+                flags |= kDescFNext;
+                next = slots[i + 1];
+            }
+            rxq_.set_desc(slots[i], RawDesc{rx_addr(slots[i]), parts[i].first, flags, next});
+        }
+        rx_chains_[slots[0]] = slots;
+        rxq_.publish(slots[0]);
+        kick(rxq_, rx_kicked_, kRxQueue);
     }
     FakeVirtqueue& rx_ring() { return rxq_; }
     FakeVirtqueue& tx_ring() { return txq_; }
@@ -398,6 +449,7 @@ class FakeDriver {
     // --- progress ---
     // Reaps both used rings, handles received packets, re-posts RX buffers.
     void poll() {
+        in_poll_ = true;
         reap_tx();
         bool got = false;
         while (rx_seen_ != rxq_.used_idx()) {
@@ -427,6 +479,7 @@ class FakeDriver {
         }
         if (event_idx()) rxq_.set_used_event(rx_seen_);
         if (got && o_.auto_repost) post_rx_buffers();
+        in_poll_ = false;
     }
     // Polls until pred() holds or `timeout` passes, sleeping on the interrupt in between.
     bool wait(const std::function<bool()>& pred, std::chrono::milliseconds timeout = 10000ms) {
@@ -439,6 +492,7 @@ class FakeDriver {
         }
     }
 
+    void set_auto_repost(bool on) { o_.auto_repost = on; }
     TestIrq& irq() { return irq_; }
     uint64_t kicks() const { return kicks_; }
     uint64_t suppressed_kicks() const { return suppressed_kicks_; }
@@ -459,6 +513,7 @@ class FakeDriver {
   private:
     static uint64_t key(uint32_t local, uint32_t peer) { return (uint64_t{local} << 32) | peer; }
     static uint16_t take(std::vector<uint16_t>& v) {
+        if (v.empty()) throw std::runtime_error("fake driver: out of descriptors");
         uint16_t d = v.back();
         v.pop_back();
         return d;
@@ -493,13 +548,16 @@ class FakeDriver {
         if (event_idx()) txq_.set_used_event(tx_seen_);
     }
 
-    // Waits for `n` free TX descriptors. It does not handle RX packets (it may run inside
-    // poll()), but re-posts free RX buffers: the device may be holding TX back until it has
-    // somewhere to put its answers.
+    // Waits for `n` free TX descriptors, handling RX meanwhile (the device may hold TX back
+    // until it has somewhere to put its answers), like Linux's separate RX worker. Inside
+    // poll() it only re-posts the RX buffers already handled.
     bool tx_room(size_t n) {
         const auto end = std::chrono::steady_clock::now() + 10s;
         for (;;) {
-            reap_tx();
+            if (in_poll_)
+                reap_tx();
+            else
+                poll();
             if (tx_free_.size() >= n) return true;
             if (o_.auto_repost) post_rx_buffers();
             if (std::chrono::steady_clock::now() > end) return false;
@@ -631,6 +689,7 @@ class FakeDriver {
     uint16_t rx_seen_ = 0, tx_seen_ = 0;
     uint16_t rx_kicked_ = 0, tx_kicked_ = 0;
     uint64_t kicks_ = 0, suppressed_kicks_ = 0;
+    bool in_poll_ = false;
     std::map<uint64_t, GuestSock> socks_;
     std::set<uint32_t> listening_;
 };

@@ -12,8 +12,7 @@ Connection::Connection(const ConnectionSettings& s, ConnKey key, bool host_initi
     s_.buf_alloc = s.buf_alloc;
 }
 
-Connection Connection::connect_to_guest(ConnKey key, const ConnectionSettings& s,
-                                        TimePoint now) {
+Connection Connection::connect_to_guest(ConnKey key, const ConnectionSettings& s, TimePoint now) {
     Connection c(s, key, true);
     c.s_.phase = Phase::kConnecting;
     c.s_.owed = owed::kRequest;
@@ -21,8 +20,7 @@ Connection Connection::connect_to_guest(ConnKey key, const ConnectionSettings& s
     return c;
 }
 
-Connection Connection::accept_from_guest(const PacketHeader& request,
-                                         const ConnectionSettings& s) {
+Connection Connection::accept_from_guest(const PacketHeader& request, const ConnectionSettings& s) {
     Connection c(s, ConnKey{request.dst_port, request.src_port}, false);
     c.s_.phase = Phase::kEstablished;
     c.s_.owed = owed::kResponse;
@@ -173,8 +171,7 @@ PacketHeader Connection::take_control() {
 }
 
 bool Connection::can_send_data() const {
-    return s_.phase == Phase::kEstablished && !s_.host_eof &&
-           !(s_.guest_shutdown & kShutdownRcv) &&
+    return s_.phase == Phase::kEstablished && !s_.host_eof && !(s_.guest_shutdown & kShutdownRcv) &&
            !(s_.owed & (owed::kRequest | owed::kResponse | owed::kRst));
 }
 

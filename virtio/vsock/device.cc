@@ -84,8 +84,8 @@ bool VsockDevice::activate(const vmm::GuestMemory& mem, std::span<Queue* const> 
     mo.conn.close_timeout = opts_.close_timeout;
     mo.max_connections = opts_.max_connections;
     mo.log = opts_.log;
-    auto muxer = std::make_unique<Muxer>(mem, *queues[kRxQueue], *queues[kTxQueue], irq,
-                                         listener_, std::move(mo), counters_, mu_);
+    auto muxer = std::make_unique<Muxer>(mem, *queues[kRxQueue], *queues[kTxQueue], irq, listener_,
+                                         std::move(mo), counters_, mu_);
     {
         std::lock_guard lock(mu_);
         muxer_ = std::move(muxer);

@@ -37,8 +37,8 @@
 namespace vessel::virtio::vsock {
 
 struct VsockOptions {
-    uint64_t guest_cid = 3;  // 3 .. 0xfffffffe; the VMM keeps it unique per running VM
-    std::string uds_path;    // at most max_uds_path_length() bytes
+    uint64_t guest_cid = 3;           // 3 .. 0xfffffffe; the VMM keeps it unique per running VM
+    std::string uds_path;             // at most max_uds_path_length() bytes
     uint16_t queue_size = 256;        // every queue; a power of two
     uint32_t max_connections = 1024;  // connections plus pending host handshakes
     uint32_t buf_alloc = 256 << 10;   // per-connection guest -> host buffer (credit we give)

@@ -42,11 +42,11 @@ struct Muxer::Conn {
     Connection sm;
     UniqueFd fd;  // closed as soon as sm is closed; the entry lives on until its RST is out
     WriteBuffer out;
-    size_t out_uncredited = 0;  // leading bytes of `out` that are not guest data (the OK line)
-    bool readable = false;      // an EPOLLIN edge not yet read down to EAGAIN
-    bool want_out = false;      // EPOLLOUT registered
-    bool in_ctrl = false;       // queued in ctrl_q_
-    bool in_data = false;       // queued in data_q_
+    size_t out_uncredited = 0;       // leading bytes of `out` that are not guest data (the OK line)
+    bool readable = false;           // an EPOLLIN edge not yet read down to EAGAIN
+    bool want_out = false;           // EPOLLOUT registered
+    bool in_ctrl = false;            // queued in ctrl_q_
+    bool in_data = false;            // queued in data_q_
     std::optional<TimePoint> armed;  // deadline present in timers_
 };
 
@@ -149,7 +149,7 @@ void Muxer::run(int stop_fd, int kick_fd) {
                     accept_all();
                     break;
                 case Tag::kHandshake:
-                    on_handshake(id);
+                    on_handshake(id, evs[i].events);
                     break;
                 case Tag::kConn:
                     on_conn_event(id, evs[i].events);
@@ -269,7 +269,7 @@ void Muxer::drop_handshake(uint64_t id) {
     handshakes_.erase(it);
 }
 
-void Muxer::on_handshake(uint64_t id) {
+void Muxer::on_handshake(uint64_t id, uint32_t events) {
     auto it = handshakes_.find(id);
     if (it == handshakes_.end()) return;  // became a connection earlier in this batch
     const int fd = it->second.fd.get();
@@ -284,9 +284,11 @@ void Muxer::on_handshake(uint64_t id) {
     }
     const char* nl = static_cast<const char*>(std::memchr(buf, '\n', static_cast<size_t>(n)));
     if (!nl) {
-        if (static_cast<size_t>(n) < sizeof buf) return;  // wait for the rest of the line
+        // Wait for the rest of the line, unless none can come.
+        const bool eof = events & (EPOLLRDHUP | EPOLLHUP);
+        if (static_cast<size_t>(n) < sizeof buf && !eof) return;
         ++counters_.bad_handshakes;
-        note("virtio-vsock: a host client sent an overlong handshake line; closed");
+        note("virtio-vsock: a host client sent an incomplete handshake line; closed");
         drop_handshake(id);
         return;
     }
@@ -423,6 +425,11 @@ void Muxer::sync(Conn& c) {
     if (c.sm.finished()) {
         by_key_.erase(c.sm.key());
         conns_.erase(c.id);  // `c` is gone; stale queue entries are skipped by id
+        // A guest that opens and resets connections while posting no RX buffers must not grow
+        // the queues with dead ids.
+        auto dead = [this](uint64_t id) { return !conns_.contains(id); };
+        if (ctrl_q_.size() > 2 * conns_.size() + 64) std::erase_if(ctrl_q_, dead);
+        if (data_q_.size() > 2 * conns_.size() + 64) std::erase_if(data_q_, dead);
     }
 }
 
@@ -463,7 +470,8 @@ void Muxer::handle_tx(const DescriptorChain& chain) {
     const PacketHeader& h = pkt_.hdr;
     if (!pkt_.ok()) {
         ++counters_.bad_packets[static_cast<size_t>(pkt_.error)];
-        std::string what = "virtio-vsock: dropped a TX packet: " + std::string(error_name(pkt_.error));
+        std::string what =
+            "virtio-vsock: dropped a TX packet: " + std::string(error_name(pkt_.error));
         if (pkt_.has_header)
             what += " (op " + std::to_string(h.op) + ", guest port " + std::to_string(h.src_port) +
                     " to port " + std::to_string(h.dst_port) + ", len " + std::to_string(h.len) +
@@ -527,8 +535,8 @@ void Muxer::handle_new(const PacketHeader& h) {
     }
     ++counters_.guest_connects;
     const uint64_t id = next_id_++;
-    auto conn = std::make_unique<Conn>(id, Connection::accept_from_guest(h, opts_.conn),
-                                       std::move(fd));
+    auto conn =
+        std::make_unique<Conn>(id, Connection::accept_from_guest(h, opts_.conn), std::move(fd));
     if (!watch(conn->fd.get(), Tag::kConn, id, kConnEvents)) {
         ++counters_.host_errors;
         queue_rst(rst_reply(h));

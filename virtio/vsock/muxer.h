@@ -60,22 +60,22 @@ namespace vessel::virtio::vsock {
 using LogFn = std::function<void(const std::string&)>;
 
 struct VsockCounters {
-    std::array<uint64_t, kNumPacketErrors> bad_packets{};      // by PacketError (kNone unused)
+    std::array<uint64_t, kNumPacketErrors> bad_packets{};       // by PacketError (kNone unused)
     std::array<uint64_t, kNumRxBufferErrors> bad_rx_buffers{};  // completed with used_len 0
-    uint64_t bad_chains = 0;           // malformed chains the queues consumed
-    uint64_t protocol_errors = 0;      // ops the connection's phase does not allow: reset
-    uint64_t credit_errors = 0;        // guest data past the credit we gave: reset
-    uint64_t unknown_connection = 0;   // packets for no connection: RST (unless an RST)
-    uint64_t rst_sent = 0;             // every RST put in the RX queue
-    uint64_t rst_dropped = 0;          // RSTs for unknown connections that did not fit
-    uint64_t guest_connects = 0;       // guest REQUESTs that reached a host socket
-    uint64_t guest_refused = 0;        // guest REQUESTs nothing accepted on the host
-    uint64_t host_connects = 0;        // valid CONNECT lines
-    uint64_t host_refused = 0;         // the guest answered our REQUEST with RST
-    uint64_t bad_handshakes = 0;       // malformed CONNECT lines, or EOF before one
-    uint64_t timeouts = 0;             // handshakes, REQUESTs or closes that took too long
-    uint64_t over_limit = 0;           // connections refused by max_connections
-    uint64_t host_errors = 0;          // host sockets that failed mid-stream: reset
+    uint64_t bad_chains = 0;          // malformed chains the queues consumed
+    uint64_t protocol_errors = 0;     // ops the connection's phase does not allow: reset
+    uint64_t credit_errors = 0;       // guest data past the credit we gave: reset
+    uint64_t unknown_connection = 0;  // packets for no connection: RST (unless an RST)
+    uint64_t rst_sent = 0;            // every RST put in the RX queue
+    uint64_t rst_dropped = 0;         // RSTs for unknown connections that did not fit
+    uint64_t guest_connects = 0;      // guest REQUESTs that reached a host socket
+    uint64_t guest_refused = 0;       // guest REQUESTs nothing accepted on the host
+    uint64_t host_connects = 0;       // valid CONNECT lines
+    uint64_t host_refused = 0;        // the guest answered our REQUEST with RST
+    uint64_t bad_handshakes = 0;      // malformed CONNECT lines, or EOF before one
+    uint64_t timeouts = 0;            // handshakes, REQUESTs or closes that took too long
+    uint64_t over_limit = 0;          // connections refused by max_connections
+    uint64_t host_errors = 0;         // host sockets that failed mid-stream: reset
     uint64_t bytes_to_host = 0;
     uint64_t bytes_to_guest = 0;
     uint64_t log_suppressed = 0;
@@ -94,8 +94,7 @@ class Muxer {
     // `mem`, the queues, `irq`, `listener`, `counters` and `mu` outlive the muxer. Throws
     // std::system_error if it cannot create its epoll set.
     Muxer(const vmm::GuestMemory& mem, Queue& rx, Queue& tx, Interrupt& irq,
-          const UnixListener& listener, MuxerOptions opts, VsockCounters& counters,
-          std::mutex& mu);
+          const UnixListener& listener, MuxerOptions opts, VsockCounters& counters, std::mutex& mu);
     ~Muxer();  // closes every host socket
     Muxer(const Muxer&) = delete;
     Muxer& operator=(const Muxer&) = delete;
@@ -127,7 +126,7 @@ class Muxer {
     // host side
     void accept_all();
     void pause_listener(bool pause);
-    void on_handshake(uint64_t id);
+    void on_handshake(uint64_t id, uint32_t events);
     void drop_handshake(uint64_t id);
     void on_conn_event(uint64_t id, uint32_t events);
     void flush_host(Conn& c);

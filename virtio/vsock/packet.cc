@@ -119,8 +119,8 @@ namespace {
 
 // Appends host iovecs for bytes [off, off+n) of the descriptors taken as one stream. False if a
 // descriptor does not map or the stream is shorter. Empty slices are skipped.
-bool slice(const vmm::GuestMemory& mem, const std::vector<Descriptor>& d, uint64_t off,
-           uint64_t n, std::vector<iovec>& out) {
+bool slice(const vmm::GuestMemory& mem, const std::vector<Descriptor>& d, uint64_t off, uint64_t n,
+           std::vector<iovec>& out) {
     for (size_t i = 0; i < d.size() && n > 0; ++i) {
         if (off >= d[i].len) {
             off -= d[i].len;

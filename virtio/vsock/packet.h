@@ -24,8 +24,8 @@
 
 namespace vessel::virtio::vsock {
 
-inline constexpr uint64_t kHostCid = 2;  // VMADDR_CID_HOST: the only peer this device serves
-inline constexpr uint32_t kHeaderSize = 44;        // struct virtio_vsock_hdr
+inline constexpr uint64_t kHostCid = 2;      // VMADDR_CID_HOST: the only peer this device serves
+inline constexpr uint32_t kHeaderSize = 44;  // struct virtio_vsock_hdr
 inline constexpr uint32_t kMaxPayload = 64 << 10;  // VIRTIO_VSOCK_MAX_PKT_BUF_SIZE
 
 inline constexpr uint64_t kFeatureStream = 1ull << 0;  // VIRTIO_VSOCK_F_STREAM

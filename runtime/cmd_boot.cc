@@ -14,8 +14,10 @@
 #include "commands.h"
 #include "guest/init/proto.h"
 #include "guest/initramfs/cpio.h"
+#include "runtime/network/attachment.h"
 #include "virtio/attach.h"
 #include "virtio/block/device.h"
+#include "virtio/net/device.h"
 #include "vmm/fd.h"
 #include "vmm/machine.h"
 
@@ -39,6 +41,10 @@ const char kBootHelp[] =
     "                     a raw disk image as virtio-blk: /dev/vda, /dev/vdb, ... in order;\n"
     "                     with `root` the guest runs CMD inside this disk's ext4 filesystem\n"
     "                     (repeatable; engine default: io_uring where the kernel has it)\n"
+    "  --net SPEC         a virtio-net interface: eth0, eth1, ... in order (repeatable).\n"
+    "                     SPEC: network=NAME | bridge=BR | tap=TAP | netns=PATH, then\n"
+    "                     ,ip=ADDR[/PREFIX] ,gw=ADDR ,mac=MAC ,dns=ADDR (docs/networking.md).\n"
+    "                     The kernel's ip= parameter configures the first interface\n"
     "  --env KEY=VALUE    environment for CMD (repeatable)\n"
     "  --cwd DIR          working directory for CMD in the guest\n"
     "  --console-log FILE write the serial console to FILE instead of stdout\n"
@@ -131,6 +137,7 @@ int cmd_boot(Args args) {
     bool print_cmdline = false;
     std::vector<std::string> env, argv;
     std::vector<DiskSpec> disks;
+    std::vector<network::NetSpec> nets;
     bool verbose = false;
 
     size_t i = 0;
@@ -164,6 +171,13 @@ int cmd_boot(Args args) {
             env.push_back(e);
         } else if (a == "--disk") {
             disks.push_back(parse_disk(value(a)));
+        } else if (a == "--net") {
+            std::string spec = value(a);
+            try {
+                nets.push_back(network::NetSpec::parse(spec));
+            } catch (const std::invalid_argument& e) {
+                usage_error(e.what());
+            }
         } else if (a == "--cwd") {
             cwd = value(a);
         } else if (a == "--console-log") {
@@ -216,6 +230,17 @@ int cmd_boot(Args args) {
         return 0;
     }
 
+    // Host networking first: it can fail on things the user named (a missing network or
+    // bridge), and each attachment undoes itself (tap, lease) when it goes out of scope.
+    std::vector<network::NetAttachment> attachments;
+    for (const network::NetSpec& n : nets) {
+        network::AttachOptions ao;
+        ao.label = "vessel boot";
+        attachments.push_back(network::NetAttachment::attach(n, ao));
+        if (verbose) std::fprintf(stderr, "vessel: %s\n", attachments.back().describe().c_str());
+    }
+    if (!attachments.empty()) cfg.cmdline += " " + attachments.front().kernel_ip_param("eth0");
+
     UniqueFd log;
     if (!console_log.empty()) {
         log = UniqueFd(::open(console_log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
@@ -229,6 +254,23 @@ int cmd_boot(Args args) {
         if (verbose)
             std::fprintf(stderr, "vessel: disk vd%c (%s): %s\n", static_cast<char>('a' + d),
                          disks[d].opts.disk.path.c_str(), dev->engine_reason().c_str());
+        virtio::attach_mmio(m, std::move(dev));
+    }
+    for (size_t n = 0; n < attachments.size(); ++n) {
+        const network::NetAttachment& a = attachments[n];
+        virtio::net::NetDeviceOptions o;
+        if (a.tap_fd() >= 0) {
+            o.tap.fd = a.tap_fd();
+        } else {
+            o.tap.name = a.tap_name();
+            o.tap.must_exist = true;
+        }
+        o.mac = a.guest().mac.bytes;
+        o.mtu = static_cast<uint16_t>(a.guest().mtu);
+        auto dev = std::make_shared<virtio::net::NetDevice>(o);
+        if (verbose)
+            std::fprintf(stderr, "vessel: eth%zu on %s: %s\n", n, dev->tap_name().c_str(),
+                         dev->engine_reason().c_str());
         virtio::attach_mmio(m, std::move(dev));
     }
     vmm::RunResult r = m.run();

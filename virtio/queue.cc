@@ -302,6 +302,22 @@ bool Queue::add_used(const vmm::GuestMemory& mem, uint16_t head, uint32_t len) {
     return store16(mem, used_addr_ + kUsedIdx, next_used_, std::memory_order_release);
 }
 
+bool Queue::add_used_batch(const vmm::GuestMemory& mem, std::span<const UsedElem> elems) {
+    if (!ready_ || !layout_ok()) return false;
+    for (const UsedElem& e : elems)
+        if (e.head >= size_) return false;
+    uint16_t next = next_used_;
+    for (const UsedElem& e : elems) {
+        const uint64_t elem = used_addr_ + kUsedRing + kUsedElemSize * (next & (size_ - 1));
+        const uint32_t v[2] = {e.head, e.len};
+        if (!mem.write(elem, v, sizeof v)) return false;
+        ++next;
+    }
+    if (!store16(mem, used_addr_ + kUsedIdx, next, std::memory_order_release)) return false;
+    next_used_ = next;
+    return true;
+}
+
 bool Queue::needs_interrupt(const vmm::GuestMemory& mem) {
     if (!ready_ || !layout_ok()) return false;
     // Our used idx store must be globally visible before we read the driver's suppression

@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -140,6 +141,15 @@ class Queue {
     // Writes a used element and publishes used idx (release). False if the queue is not
     // usable or `head` is out of range (then nothing is written).
     bool add_used(const vmm::GuestMemory& mem, uint16_t head, uint32_t len);
+    struct UsedElem {
+        uint16_t head;
+        uint32_t len;
+    };
+    // Writes every element, then publishes used idx once (release), so the driver sees all of
+    // them or none: one received frame spread over several buffers (virtio-net MRG_RXBUF) must
+    // not be seen half-delivered. False, and nothing published, if the queue is unusable or
+    // any head is out of range.
+    bool add_used_batch(const vmm::GuestMemory& mem, std::span<const UsedElem> elems);
     // Whether the driver wants an interrupt for the used entries added since the last call:
     // vring_need_event() on used_event under EVENT_IDX, else !VIRTQ_AVAIL_F_NO_INTERRUPT.
     bool needs_interrupt(const vmm::GuestMemory& mem);

@@ -219,7 +219,8 @@ RunResult Machine::run() {
     // Signals that stop the VM are taken synchronously by this thread only.
     sigset_t stop_sigs;
     sigemptyset(&stop_sigs);
-    for (int s : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&stop_sigs, s);
+    if (cfg_.stop_on_signals)
+        for (int s : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&stop_sigs, s);
     sigset_t block = stop_sigs;
     sigaddset(&block, kKickSignal);
     sigset_t old;

@@ -27,6 +27,10 @@ struct MachineConfig {
     uint32_t vcpus = 1;
     uint64_t memory_mib = 256;
     int console_fd = 1;  // serial output goes here
+    // SIGINT, SIGTERM and SIGHUP stop the VM (RunResult::Signal). Off when another thread
+    // takes them instead (e.g. to forward them to a process in the guest); that thread must
+    // block them before the machine starts its threads.
+    bool stop_on_signals = true;
 };
 
 // Where an MMIO device was placed: its window, its interrupt line.
@@ -63,6 +67,8 @@ class Machine {
 
     const GuestMemory& memory() const { return mem_; }
     const Vm& vm() const { return vm_; }
+    // Makes run() return `r` (the first stop request wins). Any thread.
+    void stop(RunResult r) { request_stop(std::move(r)); }
     // The device I/O thread; started by run(), stopped before run() returns.
     EventLoop& io_loop() { return io_loop_; }
 

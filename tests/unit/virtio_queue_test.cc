@@ -549,6 +549,27 @@ TEST_F(QueueTest, NoInterruptFlagWithoutEventIdx) {
     EXPECT_TRUE(q_.needs_interrupt(mem_));
 }
 
+TEST_F(QueueTest, AddUsedBatchPublishesAllAtOnce) {
+    for (int i = 0; i < 3; ++i) vq_.add_chain({Buf::writable_len(64)});
+    std::vector<Queue::UsedElem> used;
+    for (uint32_t i = 0; i < 3; ++i) used.push_back({pop_chain().head, 10u + i});
+    // A bad head anywhere: nothing written, nothing published.
+    std::vector<Queue::UsedElem> bad = used;
+    bad[1].head = kSize;
+    EXPECT_FALSE(q_.add_used_batch(mem_, bad));
+    EXPECT_EQ(vq_.used_idx(), 0);
+    EXPECT_EQ(q_.next_used(), 0);
+    ASSERT_TRUE(q_.add_used_batch(mem_, used));
+    EXPECT_EQ(vq_.used_idx(), 3);
+    EXPECT_EQ(q_.next_used(), 3);
+    for (uint16_t i = 0; i < 3; ++i) {
+        EXPECT_EQ(vq_.used(i).id, used[i].head);
+        EXPECT_EQ(vq_.used(i).len, used[i].len);
+    }
+    EXPECT_TRUE(q_.add_used_batch(mem_, {}));  // empty: a no-op
+    EXPECT_EQ(vq_.used_idx(), 3);
+}
+
 // --- state ---
 
 TEST_F(QueueTest, StateRoundTrip) {

@@ -173,11 +173,9 @@ bool NetDevice::activate(const vmm::GuestMemory& mem, std::span<Queue* const> qu
     drain(rx_kick_.get());
     drain(tx_kick_.get());
     drain(stop_.get());
-    {
-        std::lock_guard l(cfg_mu_);
-        cfg_irq_ = &irq;
-    }
     thread_ = std::thread([this] { run(); });
+    std::lock_guard l(cfg_mu_);
+    cfg_irq_ = &irq;
     return true;
 }
 
@@ -289,8 +287,8 @@ bool NetDevice::deliver_rx() {
         }
         // A frame spanning several chains must become visible at once: the driver reads
         // num_buffers and expects every buffer to be there.
-        // TODO(queue): publish used idx once per frame when Queue offers a batched add_used.
-        for (const Used& u : used_) rx_used_ |= rxq_->add_used(*mem_, u.head, u.len);
+        // One publication per frame: the driver must never see part of a merged frame.
+        rx_used_ |= rxq_->add_used_batch(*mem_, used_);
         add(counters_.rx_packets);
         add(counters_.rx_bytes, slot.len - kHdrSize);
         slot.state = SlotState::Idle;

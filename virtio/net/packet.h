@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "virtio/descriptor.h"
+#include "virtio/queue.h"
 #include "vmm/guest_memory.h"
 
 namespace vessel::virtio::net {
@@ -123,10 +124,8 @@ class RxBufferRing {
     uint64_t bytes_ = 0;
 };
 
-struct Used {
-    uint16_t head;
-    uint32_t len;
-};
+// A used-ring entry, in the form Queue::add_used_batch publishes at once.
+using Used = Queue::UsedElem;
 
 enum class RxPlace : uint8_t {
     Done,         // the frame is in the chains reported in `used`, which left the ring

@@ -136,8 +136,8 @@ struct Agent::Impl {
         const long long t = now_ms();
         if (t - log_window_start >= 1000) {
             if (log_suppressed > 0) {
-                const std::string s = "vessel-agent: (" + std::to_string(log_suppressed) +
-                                      " messages suppressed)\n";
+                const std::string s =
+                    "vessel-agent: (" + std::to_string(log_suppressed) + " messages suppressed)\n";
                 (void)!write(STDERR_FILENO, s.data(), s.size());
             }
             log_window_start = t;
@@ -171,8 +171,8 @@ struct Agent::Impl {
 
     void flush(Conn& c) {
         while (c.pending() > 0) {
-            const ssize_t n =
-                send(c.fd.get(), c.out.data() + c.out_off, c.pending(), MSG_NOSIGNAL | MSG_DONTWAIT);
+            const ssize_t n = send(c.fd.get(), c.out.data() + c.out_off, c.pending(),
+                                   MSG_NOSIGNAL | MSG_DONTWAIT);
             if (n < 0) {
                 if (errno == EINTR) continue;
                 if (errno == EAGAIN) break;
@@ -326,8 +326,8 @@ struct Agent::Impl {
         if (n < 0) {
             if (errno == EINTR || errno == EAGAIN) return;
             // EIO is how a pty master reports that every slave is closed: end of output.
-            if (errno != EIO) log("reading output of process " + std::to_string(p.id) + ": " +
-                                  strerror(errno));
+            if (errno != EIO)
+                log("reading output of process " + std::to_string(p.id) + ": " + strerror(errno));
             close_output(p, s, true);
             return;
         }
@@ -422,8 +422,8 @@ struct Agent::Impl {
         SpawnError se;
         auto sp = spawn_process(*spec, spawn_defaults, se);
         if (!sp) {
-            Json body = error_json(se.in_child ? err::kExecFailed : err::kSpawnFailed, se.message,
-                                   se.err);
+            Json body =
+                error_json(se.in_child ? err::kExecFailed : err::kSpawnFailed, se.message, se.err);
             body["error"]["stage"] = se.stage;
             ++st.bad_requests;
             respond(c, rid, body);
@@ -453,8 +453,7 @@ struct Agent::Impl {
         }
         for (int s = 0; s < 2; ++s)
             if (!p.out[s].fd)
-                append_frame(c.out, FrameType::Eof, static_cast<std::uint8_t>(kStdout + s), id,
-                             {});
+                append_frame(c.out, FrameType::Eof, static_cast<std::uint8_t>(kStdout + s), id, {});
     }
 
     void op_signal(Conn& c, std::uint32_t rid, const Json& req) {
@@ -518,8 +517,8 @@ struct Agent::Impl {
             return;
         }
         if (!p->out[0].fd) {
-            respond_error(c, rid, err::kExited, "the terminal of process " +
-                                                    std::to_string(p->id) + " is closed");
+            respond_error(c, rid, err::kExited,
+                          "the terminal of process " + std::to_string(p->id) + " is closed");
             return;
         }
         winsize ws{};
@@ -622,9 +621,10 @@ struct Agent::Impl {
             p->in.eof_requested = true;
             if (p->in.pending() == 0) close_stdin(*p, false);
         } else {
-            // The host will not read this stream anymore: the writer gets EPIPE (or, for a
-            // pty, a hangup), as with any pipe whose reader has gone.
+            // The host will not read this stream anymore: the writer gets EPIPE, as with any
+            // pipe whose reader has gone. A pty hangs up, which needs its stdin twin closed too.
             close_output(*p, f.header.stream - kStdout, false);
+            if (p->tty) close_stdin(*p, true);
         }
     }
 
@@ -639,8 +639,8 @@ struct Agent::Impl {
             case FrameType::Eof:
                 return handle_eof(c, f);
             default:
-                return protocol_error(c, "unexpected frame type " +
-                                             std::to_string(static_cast<int>(f.header.type)));
+                return protocol_error(
+                    c, "unexpected frame type " + std::to_string(static_cast<int>(f.header.type)));
         }
     }
 
@@ -676,10 +676,17 @@ struct Agent::Impl {
     }
 
     void accept_conn() {
-        UniqueFd fd(accept4(opts.listen_fd.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+        sockaddr_storage peer{};
+        socklen_t len = sizeof peer;
+        UniqueFd fd(accept4(opts.listen_fd.get(), reinterpret_cast<sockaddr*>(&peer), &len,
+                            SOCK_CLOEXEC | SOCK_NONBLOCK));
         if (!fd) {
             if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
                 log(std::string("accept: ") + strerror(errno));
+            return;
+        }
+        if (opts.accept_filter && !opts.accept_filter(peer, len)) {
+            log("refused a connection from a peer that is not the host");
             return;
         }
         add(std::move(fd));
@@ -840,6 +847,10 @@ struct Agent::Impl {
             for (auto& [id, c] : conns)
                 if (!c.dead && c.pending() > 0) flush(c);
         }
+        // Hang up now rather than when the Agent is destroyed: hosts see the end at once.
+        for (auto& [id, p] : procs) detach(p);
+        conns.clear();
+        opts.listen_fd.reset();
         return *shutdown_status;
     }
 };
@@ -895,8 +906,8 @@ int Agent::run() {
 
 AgentStats Agent::stats() const {
     const auto& s = impl_->st;
-    return {s.connections.load(),       s.protocol_errors.load(),   s.bad_requests.load(),
-            s.ignored_frames.load(),    s.processes_started.load(), s.processes_exited.load()};
+    return {s.connections.load(),    s.protocol_errors.load(),   s.bad_requests.load(),
+            s.ignored_frames.load(), s.processes_started.load(), s.processes_exited.load()};
 }
 
 }  // namespace vessel::agent

@@ -4,8 +4,11 @@
 // stalls only the streams it has stopped granting credit for.
 #pragma once
 
+#include <sys/socket.h>
+
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -15,11 +18,13 @@
 namespace vessel::agent {
 
 struct AgentOptions {
-    guest::UniqueFd listen_fd{};    // optional listening socket; accepted sockets are served
-    bool sync_on_shutdown = true;   // sync() before acknowledging a shutdown request
-    bool raise_nofile = false;      // raise our RLIMIT_NOFILE to the hard limit; children
-                                    // still start with the original one
-    bool log_to_stderr = true;      // rate-limited "vessel-agent: ..." lines
+    guest::UniqueFd listen_fd{};  // optional listening socket; accepted sockets are served
+    // Decides on each accepted peer address; refused connections are closed at once.
+    std::function<bool(const sockaddr_storage&, socklen_t)> accept_filter{};
+    bool sync_on_shutdown = true;  // sync() before acknowledging a shutdown request
+    bool raise_nofile = false;     // raise our RLIMIT_NOFILE to the hard limit; children
+                                   // still start with the original one
+    bool log_to_stderr = true;     // rate-limited "vessel-agent: ..." lines
     std::size_t max_processes = kMaxProcesses;
     std::size_t max_connections = kMaxConnections;
 };

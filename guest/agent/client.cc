@@ -48,8 +48,7 @@ bool is_error(const Json& body) {
 
 }  // namespace
 
-Client::Client(UniqueFd conn, ClientOptions options)
-    : conn_(std::move(conn)), opts_(options) {
+Client::Client(UniqueFd conn, ClientOptions options) : conn_(std::move(conn)), opts_(options) {
     if (!conn_) throw std::invalid_argument("agent client needs a connected fd");
     if (opts_.output_window == 0 || opts_.output_window > kMaxWindow)
         throw std::invalid_argument("output_window must be 1.." + std::to_string(kMaxWindow));
@@ -304,9 +303,8 @@ std::optional<Started> parse_started(const Json& reply) {
     const auto id = reply.find("id");
     const auto pid = reply.find("pid");
     if (id == reply.end() || !id->is_number_unsigned() || id->get<std::uint64_t>() == 0 ||
-        id->get<std::uint64_t>() > 0xffffffffu || pid == reply.end() ||
-        !pid->is_number_integer() || pid->get<std::int64_t>() <= 0 ||
-        pid->get<std::int64_t>() > std::numeric_limits<int>::max())
+        id->get<std::uint64_t>() > 0xffffffffu || pid == reply.end() || !pid->is_number_integer() ||
+        pid->get<std::int64_t>() <= 0 || pid->get<std::int64_t>() > std::numeric_limits<int>::max())
         return std::nullopt;
     return Started{static_cast<std::uint32_t>(id->get<std::uint64_t>()),
                    static_cast<int>(pid->get<std::int64_t>())};

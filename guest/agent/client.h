@@ -29,9 +29,9 @@ class AgentError : public std::runtime_error {
           code_(std::move(code)),
           err_(err),
           stage_(std::move(stage)) {}
-    const std::string& code() const { return code_; }  // e.g. "not_found", "exec_failed"
-    int error_number() const { return err_; }           // guest errno, 0 if none
-    const std::string& stage() const { return stage_; } // exec_failed: "exec", "chdir", ...
+    const std::string& code() const { return code_; }    // e.g. "not_found", "exec_failed"
+    int error_number() const { return err_; }            // guest errno, 0 if none
+    const std::string& stage() const { return stage_; }  // exec_failed: "exec", "chdir", ...
 
   private:
     std::string code_;
@@ -68,7 +68,9 @@ class Client {
     int fd() const { return conn_.get(); }
 
     // Blocking requests. While waiting they keep reading the connection, buffering stream
-    // data of every process (bounded by the credit this client grants).
+    // data of every process (bounded by the credit this client grants). As with waitpid()
+    // and an unread pipe, wait() on a process that writes more than the window without
+    // anyone consuming or discarding its output blocks for good: use run() or wait_async().
     Started start(const ProcessSpec& spec);
     void signal(std::uint32_t id, int sig, bool group = false);
     void resize(std::uint32_t id, std::uint16_t rows, std::uint16_t cols);
@@ -100,12 +102,12 @@ class Client {
     // Fire and forget: errors (e.g. the process has exited) are dropped.
     void signal_async(std::uint32_t id, int sig, bool group = false);
     void resize_async(std::uint32_t id, std::uint16_t rows, std::uint16_t cols);
-    short poll_events() const;          // POLLIN, plus POLLOUT while frames are queued
-    void on_ready(short revents);       // reads and dispatches, writes queued frames
-    bool pump(int timeout_ms);          // one poll() + on_ready(); false on timeout
-    void check() const;                 // throws ProtocolError if the connection is broken
+    short poll_events() const;     // POLLIN, plus POLLOUT while frames are queued
+    void on_ready(short revents);  // reads and dispatches, writes queued frames
+    bool pump(int timeout_ms);     // one poll() + on_ready(); false on timeout
+    void check() const;            // throws ProtocolError if the connection is broken
     bool broken() const { return !broken_why_.empty(); }
-    void forget(std::uint32_t id);      // drops local state of a finished process
+    void forget(std::uint32_t id);  // drops local state of a finished process
 
   private:
     struct OutBuf {

@@ -76,9 +76,19 @@ int serve_guest(const ListenAddress& address) {
                                                    : listen_unix(address.unix_path);
         if (!opts.listen_fd) return guest::kStatusInitFailure;
         opts.raise_nofile = true;
+        if (address.unix_path.empty()) {
+            // Guest processes can reach this port too (vsock loopback, CID 1 or our own CID);
+            // only the host may command the agent, which runs everything as root.
+            opts.accept_filter = [](const sockaddr_storage& peer, socklen_t len) {
+                const auto* vm = reinterpret_cast<const sockaddr_vm*>(&peer);
+                return len >= sizeof(sockaddr_vm) && vm->svm_family == AF_VSOCK &&
+                       vm->svm_cid == VMADDR_CID_HOST;
+            };
+        }
         Agent agent(std::move(opts));
-        say(address.unix_path.empty() ? "listening on vsock port " + std::to_string(address.vsock_port)
-                                      : "listening on " + address.unix_path);
+        say(address.unix_path.empty()
+                ? "listening on vsock port " + std::to_string(address.vsock_port)
+                : "listening on " + address.unix_path);
         const int status = agent.run();
         sync();
         // No unwinding: the processes still running are init's to terminate gracefully,

@@ -183,7 +183,8 @@ ExitStatus run(Client& client, const ProcessSpec& spec_in, int in_fd, int out_fd
             } else if (w < 0 && errno == EPIPE) {
                 client.discard_output(id, stream);
             } else if (w < 0 && errno != EINTR && errno != EAGAIN) {
-                throw_errno(s == 0 ? "writing the process's stdout" : "writing the process's stderr");
+                throw_errno(s == 0 ? "writing the process's stdout"
+                                   : "writing the process's stderr");
             }
         }
         if (sig_i >= 0 && (pfds[sig_i].revents & POLLIN)) {

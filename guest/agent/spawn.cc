@@ -37,8 +37,8 @@ enum Stage : int {
     kStageCount,
 };
 constexpr const char* kStageNames[kStageCount] = {
-    "setsid", "stdio", "controlling tty", "setrlimit", "sethostname",
-    "setgroups", "setgid", "setuid", "chdir", "exec",
+    "setsid",    "stdio",  "controlling tty", "setrlimit", "sethostname",
+    "setgroups", "setgid", "setuid",          "chdir",     "exec",
 };
 
 struct ChildReport {
@@ -76,7 +76,8 @@ void mark_fds_cloexec_from(int first) {
 #endif
     rlimit rl{};
     int max = 65536;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 65536u) max = static_cast<int>(rl.rlim_cur);
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 65536u)
+        max = static_cast<int>(rl.rlim_cur);
     for (int fd = first; fd < max; ++fd) {
         const int flags = fcntl(fd, F_GETFD);
         if (flags >= 0 && !(flags & FD_CLOEXEC)) fcntl(fd, F_SETFD, flags | FD_CLOEXEC);

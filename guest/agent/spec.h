@@ -35,12 +35,12 @@ struct ProcessSpec {
     std::vector<std::string> argv;  // argv[0] is looked up in env's PATH
     // The whole environment; empty means PATH, HOME=/root and TERM defaults.
     std::vector<std::string> env{};
-    std::string cwd{};             // absolute; empty means "/"
-    std::optional<User> user{};    // absent: the agent's own credentials (root)
-    std::vector<Rlimit> rlimits{}; // applied on top of the agent's defaults
-    std::string hostname{};        // non-empty: set the VM's hostname before starting
-    bool tty = false;              // a pty for stdin/stdout/stderr; output arrives on stdout
-    std::uint16_t rows = 0;        // initial window size in tty mode (0: kernel default)
+    std::string cwd{};              // absolute; empty means "/"
+    std::optional<User> user{};     // absent: the agent's own credentials (root)
+    std::vector<Rlimit> rlimits{};  // applied on top of the agent's defaults
+    std::string hostname{};         // non-empty: set the VM's hostname before starting
+    bool tty = false;               // a pty for stdin/stdout/stderr; output arrives on stdout
+    std::uint16_t rows = 0;         // initial window size in tty mode (0: kernel default)
     std::uint16_t cols = 0;
     StdioMode stdin_mode = StdioMode::kPipe;  // pipe modes only; tty mode ignores these
     StdioMode stdout_mode = StdioMode::kPipe;

@@ -170,13 +170,13 @@ std::optional<std::string> cmdline_value(std::string_view cmdline, std::string_v
         if (word.front() == '"') word = strip_quotes(word);
         const auto eq = word.find('=');
         if (word.substr(0, eq) != key) continue;
-        found = eq == std::string_view::npos ? std::string() : std::string(strip_quotes(word.substr(eq + 1)));
+        found = eq == std::string_view::npos ? std::string()
+                                             : std::string(strip_quotes(word.substr(eq + 1)));
     }
     return found;
 }
 
-std::optional<std::uint32_t> agent_port_from_cmdline(std::string_view cmdline,
-                                                     std::string* error) {
+std::optional<std::uint32_t> agent_port_from_cmdline(std::string_view cmdline, std::string* error) {
     const auto value = cmdline_value(cmdline, kAgentCmdlineKey);
     if (!value) return std::nullopt;
     if (value->empty()) return kDefaultAgentPort;

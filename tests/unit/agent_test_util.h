@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
@@ -20,6 +21,19 @@
 #include "guest/agent/wire.h"
 
 namespace vessel::agent::test {
+
+struct TempPath {
+    TempPath() {
+        char tmpl[] = "/tmp/vessel-agent-test.XXXXXX";
+        if (!mkdtemp(tmpl)) throw_errno("mkdtemp");
+        path = tmpl;
+    }
+    ~TempPath() {
+        std::error_code ec;
+        std::filesystem::remove_all(path, ec);
+    }
+    std::string path;
+};
 
 inline AgentOptions quiet_options() {
     AgentOptions o;
@@ -130,7 +144,8 @@ class RawConn {
     void send_bytes(std::string_view bytes) {
         std::size_t off = 0;
         while (off < bytes.size()) {
-            const ssize_t n = ::send(fd_.get(), bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
+            const ssize_t n =
+                ::send(fd_.get(), bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
             if (n < 0) {
                 if (errno == EINTR) continue;
                 return;  // the agent may have hung up already: that is what some tests expect

@@ -15,7 +15,9 @@
 namespace vessel::oci {
 
 // A string as a JSON literal, for messages: "a\"b" stays readable and unambiguous.
-inline std::string json_quote(std::string_view s) { return nlohmann::json(std::string(s)).dump(); }
+inline std::string json_quote(std::string_view s) {
+    return nlohmann::json(std::string(s)).dump();
+}
 
 class JsonReader {
   public:
@@ -107,7 +109,8 @@ class JsonReader {
     }
 
     std::optional<int64_t> get_int(const json& obj, const char* key, const std::string& path,
-                                   int64_t min, int64_t max, const std::string& message = "") const {
+                                   int64_t min, int64_t max,
+                                   const std::string& message = "") const {
         const json* v = member(obj, key);
         if (!v) return std::nullopt;
         return int_value(*v, path, min, max, message);

@@ -33,8 +33,9 @@ const std::set<std::string>& known_rlimits() {
     return names;
 }
 
-bool is_absolute(const std::string& p) { return !p.empty() && p[0] == '/'; }
-
+bool is_absolute(const std::string& p) {
+    return !p.empty() && p[0] == '/';
+}
 
 void check_no_nul(const JsonReader& r, const std::string& path, const std::string& s) {
     if (s.find('\0') != std::string::npos) r.fail(path, "contains a NUL byte");
@@ -78,8 +79,10 @@ Process read_process(const JsonReader& r, const json& j, const std::string& base
         const std::string path = at("user");
         r.require_object(*u, path);
         const auto field = [&](const char* key) { return JsonReader::join(path, key); };
-        p.user.uid = static_cast<uint32_t>(r.get_uint(*u, "uid", field("uid"), kU32Max).value_or(0));
-        p.user.gid = static_cast<uint32_t>(r.get_uint(*u, "gid", field("gid"), kU32Max).value_or(0));
+        p.user.uid =
+            static_cast<uint32_t>(r.get_uint(*u, "uid", field("uid"), kU32Max).value_or(0));
+        p.user.gid =
+            static_cast<uint32_t>(r.get_uint(*u, "gid", field("gid"), kU32Max).value_or(0));
         if (auto m = r.get_uint(*u, "umask", field("umask"), 0777)) p.user.umask = *m;
         if (const json* g = JsonReader::member(*u, "additionalGids")) {
             const std::string gpath = field("additionalGids");
@@ -258,7 +261,8 @@ Linux read_linux(const JsonReader& r, const json& lx) {
     }
     out.uid_mappings = read_mappings(r, lx, "uidMappings");
     out.gid_mappings = read_mappings(r, lx, "gidMappings");
-    if (const json* res = JsonReader::member(lx, "resources")) out.resources = read_resources(r, *res);
+    if (const json* res = JsonReader::member(lx, "resources"))
+        out.resources = read_resources(r, *res);
     out.sysctl = r.get_string_map(lx, "sysctl", "linux.sysctl").value_or(decltype(out.sysctl){});
     const auto abs_list = [&](const char* key, std::vector<std::string>& dst) {
         const std::string path = std::string("linux.") + key;
@@ -324,14 +328,16 @@ std::optional<SemVer> parse_semver(const std::string& v) {
     if (pos + 1 == v.size()) return std::nullopt;
     for (size_t i = pos + 1; i < v.size(); ++i) {
         const char c = v[i];
-        const bool ok = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                        c == '-' || c == '.' || c == '+';
+        const bool ok = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
+                        (c >= 'A' && c <= 'Z') || c == '-' || c == '.' || c == '+';
         if (!ok) return std::nullopt;
     }
     return out;
 }
 
 json parse_text(std::string_view text, std::string_view origin) {
+    if (text.find_first_not_of(" \t\r\n") == std::string_view::npos)
+        throw ConfigError(std::string(origin) + ": not valid JSON: the file is empty");
     try {
         return json::parse(text.begin(), text.end());
     } catch (const json::parse_error& e) {
@@ -343,7 +349,7 @@ json parse_text(std::string_view text, std::string_view origin) {
         if (at != std::string::npos) {
             const auto colon = what.find(": ", at);
             if (colon != std::string::npos) {
-                where = what.substr(at + 1, colon - at - 1);  // "line 4, column 7"
+                where = what.substr(at + 4, colon - at - 4);  // "line 4, column 7"
                 detail = what.substr(colon + 2);
                 const auto comma = where.find(", ");
                 if (comma != std::string::npos) where.erase(comma, 1);
@@ -413,8 +419,8 @@ Spec parse_config(std::string_view text, std::string_view origin) {
             m.type = r.get_string(e, "type", ip + ".type").value_or("");
             m.source = r.get_string(e, "source", ip + ".source").value_or("");
             check_no_nul(r, ip + ".source", m.source);
-            m.options =
-                r.get_string_array(e, "options", ip + ".options").value_or(std::vector<std::string>{});
+            m.options = r.get_string_array(e, "options", ip + ".options")
+                            .value_or(std::vector<std::string>{});
             s.mounts.push_back(std::move(m));
         }
     }
@@ -487,7 +493,8 @@ Bundle load_bundle(const std::string& dir) {
         throw ConfigError("bundle " + dir + ": not a directory");
     b.config = b.dir + "/config.json";
     UniqueFd fd(::open(b.config.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
-    if (!fd) throw ConfigError("config.json: cannot open " + b.config + ": " + std::strerror(errno));
+    if (!fd)
+        throw ConfigError("config.json: cannot open " + b.config + ": " + std::strerror(errno));
     std::string text;
     char buf[65536];
     for (;;) {

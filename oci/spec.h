@@ -141,7 +141,7 @@ struct Linux {
     std::vector<std::string> readonly_paths;
     std::vector<Device> devices;
     std::string cgroups_path;
-    std::string seccomp;  // linux.seccomp as compact JSON, "" when absent; not applied
+    std::string seccomp;             // linux.seccomp as compact JSON, "" when absent; not applied
     std::string rootfs_propagation;  // ignored
     std::string mount_label;         // ignored
 

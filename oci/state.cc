@@ -114,7 +114,8 @@ void append_container_state(std::string& out, const State& s, bool pretty, int d
                             const std::string& owner) {
     const Status st = observed_status(s);
     const pid_t pid = st == Status::Stopped ? 0 : s.pid;
-    const std::string nl = pretty ? "\n" + std::string(static_cast<size_t>(depth + 1) * 2, ' ') : "";
+    const std::string nl =
+        pretty ? "\n" + std::string(static_cast<size_t>(depth + 1) * 2, ' ') : "";
     const std::string close = pretty ? "\n" + std::string(static_cast<size_t>(depth) * 2, ' ') : "";
     const char* sep = pretty ? ": " : ":";
     bool first = true;
@@ -188,7 +189,8 @@ void write_file_atomic(const std::string& dir, const std::string& name, std::str
     const std::string tmp = dir + "/." + name + ".tmp";
     const std::string dst = dir + "/" + name;
     {
-        UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
+        UniqueFd fd(
+            ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
         if (!fd) throw_errno("creating " + tmp);
         write_all(fd.get(), data, tmp);
         if (::fsync(fd.get()) < 0) throw_errno("syncing " + tmp);
@@ -263,8 +265,8 @@ std::string_view status_name(Status s) {
 }
 
 std::optional<Status> parse_status(std::string_view s) {
-    for (Status st : {Status::Creating, Status::Created, Status::Running, Status::Stopped,
-                      Status::Paused})
+    for (Status st :
+         {Status::Creating, Status::Created, Status::Running, Status::Stopped, Status::Paused})
         if (status_name(st) == s) return st;
     return std::nullopt;
 }
@@ -278,8 +280,8 @@ void validate_container_id(std::string_view id) {
         bad("longer than " + std::to_string(kMaxIdLength) + " characters");
     if (id == "." || id == "..") bad("must not be \".\" or \"..\"");
     for (const char c : id) {
-        const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                        c == '_' || c == '+' || c == '-' || c == '.';
+        const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                        (c >= '0' && c <= '9') || c == '_' || c == '+' || c == '-' || c == '.';
         if (!ok) bad("only letters, digits, '_', '+', '-' and '.' are allowed");
     }
 }
@@ -481,7 +483,9 @@ std::string StateStore::container_dir(std::string_view id) const {
     return root_ + "/" + std::string(id);
 }
 
-void StateStore::ensure_root() const { mkdir_p(root_, 0700); }
+void StateStore::ensure_root() const {
+    mkdir_p(root_, 0700);
+}
 
 ContainerLock StateStore::create(const State& s) {
     const std::string dir = container_dir(s.id);
@@ -540,7 +544,8 @@ ContainerLock StateStore::lock(std::string_view id, bool wait) {
         }
         // The container may have been removed (or removed and created again) while we
         // waited: the lock only counts if it is still the file at `path`.
-        struct stat held {}, now {};
+        struct stat held {
+        }, now{};
         if (::fstat(fd.get(), &held) < 0) throw_errno("stat " + path);
         if (::stat(path.c_str(), &now) < 0) {
             if (errno == ENOENT || errno == ENOTDIR) throw ContainerNotFound(id);
@@ -597,21 +602,24 @@ std::vector<State> StateStore::list(std::vector<std::string>* problems) const {
 }
 
 bool StateStore::remove(std::string_view id) {
-    const std::string dir = container_dir(id);
+    validate_container_id(id);
     std::optional<ContainerLock> held;
     try {
         held.emplace(lock(id));
     } catch (const ContainerNotFound&) {
         return false;
     }
+    remove(std::move(*held));
+    return true;
+}
+
+void StateStore::remove(ContainerLock&& lock) {
+    const ContainerLock held = std::move(lock);
     const std::string tomb = root_ + "/" + temp_name("rm");
-    if (::rename(dir.c_str(), tomb.c_str()) < 0) {
-        if (errno == ENOENT) return false;
-        throw_errno("removing container " + std::string(id));
-    }
+    if (::rename(held.dir().c_str(), tomb.c_str()) < 0)
+        throw_errno("removing container " + held.id());
     fsync_dir(root_);
     remove_tree(tomb);
-    return true;
 }
 
 }  // namespace vessel::oci

@@ -109,7 +109,10 @@ State from_state_json(std::string_view text, const std::string& origin);
 
 class StateStore;
 
-// An exclusive flock on one container, held until destroyed.
+// An exclusive flock on one container, held until destroyed. The fd is O_CLOEXEC, but a
+// child forked while the lock is held shares it (flock belongs to the open file
+// description) until the child execs or drops its copy: release the lock before forking a
+// long-lived process such as the VMM, or have the child destroy its copy first.
 class ContainerLock {
   public:
     ContainerLock(ContainerLock&&) noexcept = default;
@@ -159,7 +162,11 @@ class StateStore {
     std::vector<State> list(std::vector<std::string>* problems = nullptr) const;
 
     // Removes the container; false if it did not exist (delete --force is idempotent).
+    // Waits for the lock: a process holding a ContainerLock on it uses the overload below.
     bool remove(std::string_view id);
+    // Removes the container whose lock the caller holds (check status, stop, remove, with
+    // no other command acting in between). The lock is released when this returns.
+    void remove(ContainerLock&& lock);
 
   private:
     void ensure_root() const;

@@ -100,20 +100,22 @@ const std::map<std::string, OptionEffect>& option_table() {
 
 // Filesystems every guest kernel has and that carry no host state.
 const std::set<std::string>& guest_filesystems() {
-    static const std::set<std::string> types = {"proc",   "sysfs",  "tmpfs", "devpts",
+    static const std::set<std::string> types = {"proc",   "sysfs",  "tmpfs",  "devpts",
                                                 "mqueue", "cgroup", "cgroup2"};
     return types;
 }
 
 // Device nodes the guest's devtmpfs provides itself, so listing them asks for nothing.
 bool is_standard_device(const Device& d) {
-    static const std::set<std::string> paths = {"/dev/null",    "/dev/zero", "/dev/full",
+    static const std::set<std::string> paths = {"/dev/null",    "/dev/zero",    "/dev/full",
                                                 "/dev/random",  "/dev/urandom", "/dev/tty",
                                                 "/dev/console", "/dev/ptmx"};
     return d.type == "c" && paths.count(d.path);
 }
 
-std::string mib_text(uint64_t bytes) { return std::to_string(bytes / kMiB) + " MiB"; }
+std::string mib_text(uint64_t bytes) {
+    return std::to_string(bytes / kMiB) + " MiB";
+}
 
 bool parse_bool_annotation(const Spec& spec, std::string_view key) {
     const auto it = spec.annotations.find(std::string(key));
@@ -135,9 +137,8 @@ std::optional<uint64_t> parse_mib(const std::string& text) {
     }
     if (pos == 0) return std::nullopt;
     std::string unit = text.substr(pos);
-    std::transform(unit.begin(), unit.end(), unit.begin(), [](unsigned char c) {
-        return static_cast<char>(std::tolower(c));
-    });
+    std::transform(unit.begin(), unit.end(), unit.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
     if (unit.empty() || unit == "m" || unit == "mib") return v;
     if (unit == "g" || unit == "gib") return v * 1024;
     return std::nullopt;
@@ -153,8 +154,9 @@ void plan_memory(const Spec& spec, const HostInfo& host, VmPlan& plan) {
             throw ConfigError(where + ": " + json_quote(ann->second) +
                               " is not a size in MiB (e.g. 512, 512M, 2G)");
         if (*mib < kMinBootMemoryMib)
-            throw ConfigError(where + ": " + std::to_string(*mib) + " MiB is below the minimum of " +
-                              std::to_string(kMinBootMemoryMib) + " MiB");
+            throw ConfigError(where + ": " + std::to_string(*mib) +
+                              " MiB is below the minimum of " + std::to_string(kMinBootMemoryMib) +
+                              " MiB");
         if (host_mib && *mib > host_mib)
             throw ConfigError(where + ": " + std::to_string(*mib) + " MiB exceeds the host's " +
                               std::to_string(host_mib) + " MiB");
@@ -164,7 +166,8 @@ void plan_memory(const Spec& spec, const HostInfo& host, VmPlan& plan) {
     const auto& mem = spec.linux_.resources.memory;
     if (!mem || !mem->limit || *mem->limit <= 0) {
         plan.memory_mib = kDefaultMemoryMib;
-        if (host_mib && plan.memory_mib > host_mib) plan.memory_mib = static_cast<uint32_t>(host_mib);
+        if (host_mib && plan.memory_mib > host_mib)
+            plan.memory_mib = static_cast<uint32_t>(host_mib);
         return;
     }
     const uint64_t limit = static_cast<uint64_t>(*mem->limit);
@@ -194,8 +197,8 @@ void plan_vcpus(const Spec& spec, const HostInfo& host, VmPlan& plan) {
     const auto ann = spec.annotations.find(std::string(kAnnotationVcpus));
     if (ann != spec.annotations.end()) {
         const std::string& t = ann->second;
-        const bool digits = !t.empty() && t.size() <= 4 &&
-                            t.find_first_not_of("0123456789") == std::string::npos;
+        const bool digits =
+            !t.empty() && t.size() <= 4 && t.find_first_not_of("0123456789") == std::string::npos;
         const unsigned long n = digits ? std::stoul(t) : 0;
         if (n < 1 || n > kMaxVcpus)
             throw ConfigError("config.json: annotation " + std::string(kAnnotationVcpus) + ": " +
@@ -214,16 +217,17 @@ void plan_vcpus(const Spec& spec, const HostInfo& host, VmPlan& plan) {
         if (!cpu->cpus.empty()) {
             const auto n = cpuset_count(cpu->cpus);
             if (!n)
-                throw ConfigError("config.json: linux.resources.cpu.cpus: " + json_quote(cpu->cpus) +
-                                  " is not a CPU list (e.g. \"0-3,6\")");
+                throw ConfigError("config.json: linux.resources.cpu.cpus: " +
+                                  json_quote(cpu->cpus) + " is not a CPU list (e.g. \"0-3,6\")");
             want = want ? std::min<uint64_t>(*want, *n) : *n;
         }
     }
     uint64_t n = want.value_or(1);
     const uint64_t cap = std::min<uint64_t>(std::max(host.cpus, 1u), kMaxVcpus);
     if (n > cap) {
-        plan.warnings.push_back("CPU limit asks for " + std::to_string(n) + " vCPUs; the guest gets " +
-                                std::to_string(cap) + " (the host's CPUs)");
+        plan.warnings.push_back("CPU limit asks for " + std::to_string(n) +
+                                " vCPUs; the guest gets " + std::to_string(cap) +
+                                " (the host's CPUs)");
         n = cap;
     }
     plan.vcpus = static_cast<unsigned>(std::max<uint64_t>(n, 1));
@@ -240,16 +244,18 @@ void plan_annotations(const Spec& spec, const HostProbe& probe, VmPlan& plan) {
                               ": unknown vessel annotation (known: " + list + ")");
         }
     }
-    if (auto it = spec.annotations.find(std::string(kAnnotationKernel)); it != spec.annotations.end()) {
-        const std::string where = "config.json: annotation " + std::string(kAnnotationKernel) + ": ";
+    if (auto it = spec.annotations.find(std::string(kAnnotationKernel));
+        it != spec.annotations.end()) {
+        const std::string where =
+            "config.json: annotation " + std::string(kAnnotationKernel) + ": ";
         const std::string& path = it->second;
         if (path.empty() || path[0] != '/')
             throw ConfigError(where + json_quote(path) + " must be an absolute path");
         const HostPath info = probe.inspect(path);
         if (info.kind == HostPath::Kind::Missing)
-            throw ConfigError(where + path + ": " +
-                              (info.error && info.error != ENOENT ? std::strerror(info.error)
-                                                                  : "no such file"));
+            throw ConfigError(
+                where + path + ": " +
+                (info.error && info.error != ENOENT ? std::strerror(info.error) : "no such file"));
         if (info.kind != HostPath::Kind::Regular)
             throw ConfigError(where + path + ": not a regular file");
         plan.kernel = path;
@@ -257,10 +263,10 @@ void plan_annotations(const Spec& spec, const HostProbe& probe, VmPlan& plan) {
     if (auto it = spec.annotations.find(std::string(kAnnotationTemplate));
         it != spec.annotations.end()) {
         const std::string& name = it->second;
-        const bool chars_ok =
-            !name.empty() && name.size() <= 255 &&
-            name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                   "0123456789_.+-") == std::string::npos;
+        const bool chars_ok = !name.empty() && name.size() <= 255 &&
+                              name.find_first_not_of(
+                                  "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                  "0123456789_.+-") == std::string::npos;
         if (!chars_ok || name == "." || name == "..")
             throw ConfigError("config.json: annotation " + std::string(kAnnotationTemplate) + ": " +
                               json_quote(name) +
@@ -303,8 +309,9 @@ void plan_sysctl(const Spec& spec, VmPlan& plan) {
     for (const auto& [key, value] : spec.linux_.sysctl) {
         const bool ok = !key.empty() && key.front() != '.' && key.back() != '.' &&
                         key.find("..") == std::string::npos &&
-                        key.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                              "0123456789_.-/") == std::string::npos;
+                        key.find_first_not_of(
+                            "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                            "0123456789_.-/") == std::string::npos;
         if (!ok)
             throw ConfigError("config.json: linux.sysctl[" + json_quote(key) +
                               "]: not a sysctl name");
@@ -339,7 +346,8 @@ void plan_hooks(const Spec& spec, bool ignore, VmPlan& plan) {
     const auto refuse = [&](const char* name, const std::vector<Hook>& hooks) {
         if (hooks.empty()) return;
         const std::string why =
-            std::to_string(hooks.size()) + " hook(s) must run inside the container's "
+            std::to_string(hooks.size()) +
+            " hook(s) must run inside the container's "
             "namespaces, which are in the guest, where host binaries cannot run";
         if (ignore) {
             plan.warnings.push_back(std::string("hooks.") + name + " skipped: " + why);
@@ -369,6 +377,11 @@ bool has_data_option(const std::string& data, std::string_view key) {
 void append_data(std::string& data, const std::string& opt) {
     if (!data.empty()) data += ',';
     data += opt;
+}
+
+std::string_view trim_slashes(std::string_view p) {
+    while (p.size() > 1 && p.back() == '/') p.remove_suffix(1);
+    return p;
 }
 
 void plan_mounts(const Bundle& bundle, const HostProbe& probe, bool ignore, VmPlan& plan) {
@@ -418,12 +431,12 @@ void plan_mounts(const Bundle& bundle, const HostProbe& probe, bool ignore, VmPl
         const HostPath info = probe.inspect(source);
         switch (info.kind) {
             case HostPath::Kind::Missing:
-                throw ConfigError("config.json: mounts[" + std::to_string(i) + "].source: " +
-                                  source + ": " +
-                                  (info.error && info.error != ENOENT ? std::strerror(info.error)
-                                                                      : "no such file or directory"));
+                throw ConfigError(
+                    "config.json: mounts[" + std::to_string(i) + "].source: " + source + ": " +
+                    (info.error && info.error != ENOENT ? std::strerror(info.error)
+                                                        : "no such file or directory"));
             case HostPath::Kind::Directory:
-                if (m.destination == "/dev/shm" && info.on_tmpfs) {
+                if (trim_slashes(m.destination) == "/dev/shm" && info.on_tmpfs) {
                     // The engine's shm is a tmpfs on the host; the guest makes its own of the
                     // same size. Nothing is shared with the host (or with --ipc peers).
                     g.kind = GuestMount::Kind::Filesystem;
@@ -451,7 +464,8 @@ void plan_mounts(const Bundle& bundle, const HostProbe& probe, bool ignore, VmPl
                 }
                 if (copied_total + info.size > kMaxCopiedTotalBytes) {
                     refuse("bind-mounted files add up to more than " +
-                           mib_text(kMaxCopiedTotalBytes) + ", the most vessel copies into a guest");
+                           mib_text(kMaxCopiedTotalBytes) +
+                           ", the most vessel copies into a guest");
                     continue;
                 }
                 copied_total += info.size;
@@ -483,9 +497,9 @@ void plan_mounts(const Bundle& bundle, const HostProbe& probe, bool ignore, VmPl
 
 const std::vector<std::string>& vessel_annotations() {
     static const std::vector<std::string> keys = {
-        std::string(kAnnotationKernel),        std::string(kAnnotationMemory),
-        std::string(kAnnotationVcpus),         std::string(kAnnotationTemplate),
-        std::string(kAnnotationIgnoreMounts),  std::string(kAnnotationIgnoreDevices),
+        std::string(kAnnotationKernel),       std::string(kAnnotationMemory),
+        std::string(kAnnotationVcpus),        std::string(kAnnotationTemplate),
+        std::string(kAnnotationIgnoreMounts), std::string(kAnnotationIgnoreDevices),
         std::string(kAnnotationIgnoreHooks),
     };
     return keys;

@@ -28,13 +28,12 @@ namespace vessel::oci {
 
 // config.json annotations vessel reads. Any other "io.vessel." key is an error (a typo
 // silently ignored would be worse).
-inline constexpr std::string_view kAnnotationKernel = "io.vessel.kernel";  // absolute path
-inline constexpr std::string_view kAnnotationMemory = "io.vessel.memory";  // MiB, or 512M / 2G
-inline constexpr std::string_view kAnnotationVcpus = "io.vessel.vcpus";    // 1..128
+inline constexpr std::string_view kAnnotationKernel = "io.vessel.kernel";      // absolute path
+inline constexpr std::string_view kAnnotationMemory = "io.vessel.memory";      // MiB, or 512M / 2G
+inline constexpr std::string_view kAnnotationVcpus = "io.vessel.vcpus";        // 1..128
 inline constexpr std::string_view kAnnotationTemplate = "io.vessel.template";  // snapshot name
 inline constexpr std::string_view kAnnotationIgnoreMounts = "io.vessel.mounts.ignore-unsupported";
-inline constexpr std::string_view kAnnotationIgnoreDevices =
-    "io.vessel.devices.ignore-unsupported";
+inline constexpr std::string_view kAnnotationIgnoreDevices = "io.vessel.devices.ignore-unsupported";
 inline constexpr std::string_view kAnnotationIgnoreHooks = "io.vessel.hooks.ignore-unsupported";
 inline constexpr std::string_view kAnnotationPrefix = "io.vessel.";
 const std::vector<std::string>& vessel_annotations();

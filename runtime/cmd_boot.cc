@@ -1,23 +1,32 @@
 // vessel boot: boots a micro-VM with vessel's guest init and runs one command in it.
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <termios.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <iterator>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "commands.h"
+#include "guest/agent/client.h"
 #include "guest/init/proto.h"
+#include "guest/init/protocol.h"
 #include "guest/initramfs/cpio.h"
 #include "runtime/network/attachment.h"
 #include "virtio/attach.h"
 #include "virtio/block/device.h"
 #include "virtio/net/device.h"
+#include "virtio/vsock/cid.h"
+#include "virtio/vsock/device.h"
 #include "vmm/fd.h"
 #include "vmm/machine.h"
 
@@ -45,9 +54,19 @@ const char kBootHelp[] =
     "                     SPEC: network=NAME | bridge=BR | tap=TAP | netns=PATH, then\n"
     "                     ,ip=ADDR[/PREFIX] ,gw=ADDR ,mac=MAC ,dns=ADDR (docs/networking.md).\n"
     "                     The kernel's ip= parameter configures the first interface\n"
+    "  --agent            run CMD through the guest agent over vsock: stdin is forwarded,\n"
+    "                     stdout and stderr stay apart, signals reach CMD "
+    "(docs/agent-protocol.md)\n"
+    "  -t, --tty          with --agent: CMD gets a terminal in the guest\n"
+    "  --vsock-socket PATH  the VM's vsock device on the Unix socket PATH (host connects and\n"
+    "                     writes \"CONNECT <port>\\n\"; guest connections to port P reach "
+    "PATH_P).\n"
+    "                     Default with --agent: $VESSEL_RUNTIME_DIR/vm-<pid>.vsock\n"
+    "  --cid N            the guest's vsock CID (default: the lowest free one from 3)\n"
     "  --env KEY=VALUE    environment for CMD (repeatable)\n"
     "  --cwd DIR          working directory for CMD in the guest\n"
-    "  --console-log FILE write the serial console to FILE instead of stdout\n"
+    "  --console-log FILE write the serial console to FILE instead of stdout (with --agent the\n"
+    "                     console is discarded, or goes to stderr with --verbose)\n"
     "  --verbose          show the kernel's boot messages\n"
     "  --write-initrd FILE  write the assembled initramfs to FILE and exit (to boot the same\n"
     "                     guest elsewhere, e.g. in QEMU for comparison)\n"
@@ -128,6 +147,37 @@ std::string default_initrd() {
     return dir + "/guest/initramfs.cpio";
 }
 
+std::string runtime_dir() {
+    if (const char* d = std::getenv("VESSEL_RUNTIME_DIR"); d && *d) return d;
+    if (::geteuid() == 0) return "/run/vessel";
+    if (const char* x = std::getenv("XDG_RUNTIME_DIR"); x && *x) return std::string(x) + "/vessel";
+    return "/tmp/vessel-" + std::to_string(::geteuid());
+}
+
+// Signals vessel forwards to the command in agent mode instead of stopping the VM.
+constexpr int kForwardedSignals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
+
+// The host terminal in raw mode while a guest tty owns it; restored on every way out.
+class RawTerminal {
+  public:
+    explicit RawTerminal(int fd) : fd_(fd) {
+        if (!::isatty(fd) || ::tcgetattr(fd, &saved_) != 0) return;
+        termios raw = saved_;
+        ::cfmakeraw(&raw);
+        active_ = ::tcsetattr(fd, TCSANOW, &raw) == 0;
+    }
+    ~RawTerminal() {
+        if (active_) ::tcsetattr(fd_, TCSANOW, &saved_);
+    }
+    RawTerminal(const RawTerminal&) = delete;
+    RawTerminal& operator=(const RawTerminal&) = delete;
+
+  private:
+    int fd_;
+    termios saved_{};
+    bool active_ = false;
+};
+
 }  // namespace
 
 int cmd_boot(Args args) {
@@ -138,7 +188,9 @@ int cmd_boot(Args args) {
     std::vector<std::string> env, argv;
     std::vector<DiskSpec> disks;
     std::vector<network::NetSpec> nets;
-    bool verbose = false;
+    bool verbose = false, use_agent = false, tty = false;
+    std::string vsock_socket;
+    std::optional<uint64_t> cid;
 
     size_t i = 0;
     auto value = [&](const std::string& flag) -> std::string {
@@ -178,6 +230,17 @@ int cmd_boot(Args args) {
             } catch (const std::invalid_argument& e) {
                 usage_error(e.what());
             }
+        } else if (a == "--agent") {
+            use_agent = true;
+        } else if (a == "--tty" || a == "-t") {
+            tty = true;
+        } else if (a == "--vsock-socket") {
+            vsock_socket = value(a);
+        } else if (a == "--cid") {
+            std::string v = value(a);
+            uint32_t c = parse_count(a, v);
+            if (c < 3) usage_error("--cid: " + v + " is reserved (guest CIDs start at 3)");
+            cid = c;
         } else if (a == "--cwd") {
             cwd = value(a);
         } else if (a == "--console-log") {
@@ -195,10 +258,15 @@ int cmd_boot(Args args) {
         }
     }
     for (; i < args.size(); ++i) argv.emplace_back(args[i]);
+    if (tty && !use_agent) usage_error("--tty needs --agent (the serial console is output only)");
+    if (use_agent && argv.empty()) usage_error("--agent: no command given");
 
     cfg.kernel = kernel;
     cfg.cmdline = std::string(kDefaultCmdline) + (verbose ? "" : " quiet loglevel=1");
     if (!extra.empty()) cfg.cmdline += " " + extra;
+    if (use_agent)
+        cfg.cmdline += " " + std::string(guest::kAgentCmdlineKey) + "=" +
+                       std::to_string(guest::kDefaultAgentPort);
     vmm::validate(cfg);  // reject bad sizes before touching KVM or files
     if (print_cmdline) {
         std::printf("%s\n", cfg.cmdline.c_str());
@@ -246,6 +314,50 @@ int cmd_boot(Args args) {
         log = UniqueFd(::open(console_log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
         if (!log) throw_errno("opening console log " + console_log);
         cfg.console_fd = log.get();
+    } else if (use_agent) {
+        // The command's output comes through the agent; the console would only mix the
+        // guest's own messages into it.
+        if (verbose) {
+            cfg.console_fd = STDERR_FILENO;
+        } else {
+            log = UniqueFd(::open("/dev/null", O_WRONLY | O_CLOEXEC));
+            if (!log) throw_errno("opening /dev/null");
+            cfg.console_fd = log.get();
+        }
+    }
+
+    // vsock: a CID of our own and the Unix socket the host side listens on.
+    std::optional<virtio::vsock::CidLease> cid_lease;
+    std::shared_ptr<virtio::vsock::VsockDevice> vsock;
+    if (use_agent || !vsock_socket.empty() || cid) {
+        if (!cid) {
+            cid_lease = virtio::vsock::CidLease::acquire(runtime_dir());
+            cid = cid_lease->cid();
+        }
+        if (vsock_socket.empty()) {
+            const std::string dir = runtime_dir();
+            if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
+                throw_errno("creating runtime directory " + dir);
+            vsock_socket = dir + "/vm-" + std::to_string(::getpid()) + ".vsock";
+        }
+        virtio::vsock::VsockOptions vo;
+        vo.guest_cid = *cid;
+        vo.uds_path = vsock_socket;
+        vsock = std::make_shared<virtio::vsock::VsockDevice>(vo);
+        if (verbose)
+            std::fprintf(stderr, "vessel: vsock CID %llu on %s\n",
+                         static_cast<unsigned long long>(*cid), vsock_socket.c_str());
+    }
+    if (use_agent) {
+        // Forwarded signals go to the command, not to the VM: block them before any thread
+        // exists so that every thread inherits the mask and only the agent thread's signalfd
+        // sees them.
+        sigset_t set;
+        sigemptyset(&set);
+        for (int sig : kForwardedSignals) sigaddset(&set, sig);
+        sigaddset(&set, SIGWINCH);
+        pthread_sigmask(SIG_BLOCK, &set, nullptr);
+        cfg.stop_on_signals = false;
     }
 
     vmm::Machine m(std::move(cfg));
@@ -273,7 +385,54 @@ int cmd_boot(Args args) {
                          dev->engine_reason().c_str());
         virtio::attach_mmio(m, std::move(dev));
     }
+    if (vsock) virtio::attach_mmio(m, vsock);
+
+    // Agent mode: a thread connects to the guest agent once it listens, runs the command with
+    // our stdio, and asks the agent to shut the VM down with the command's status.
+    std::thread control;
+    std::atomic<bool> control_done{false};
+    std::optional<RawTerminal> raw;
+    if (use_agent) {
+        if (tty) raw.emplace(STDIN_FILENO);
+        agent::ProcessSpec spec;
+        spec.argv = argv;
+        spec.env = guest::merge_env(guest::default_env(), env);
+        spec.cwd = cwd;
+        spec.tty = tty;
+        control = std::thread([&m, &control_done, spec, tty, uds = vsock_socket] {
+            try {
+                UniqueFd conn = agent::connect_vsock_uds(uds, guest::kDefaultAgentPort,
+                                                         std::chrono::seconds(120));
+                auto client = std::make_unique<agent::Client>(std::move(conn));
+                agent::RunOptions ro;
+                ro.forward_signals.assign(std::begin(kForwardedSignals),
+                                          std::end(kForwardedSignals));
+                if (tty && ::isatty(STDIN_FILENO)) ro.winsize_fd = STDIN_FILENO;
+                agent::ExitStatus es =
+                    agent::run(*client, spec, STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO, ro);
+                client->shutdown(es.status);  // the VM stops with this status
+            } catch (const std::exception& e) {
+                m.stop({vmm::RunResult::Reason::Error, 0, std::string("guest agent: ") + e.what()});
+            }
+            control_done = true;
+        });
+    }
     vmm::RunResult r = m.run();
+    if (control.joinable()) {
+        // The VM has stopped; a control thread still waiting for the agent never will see it.
+        for (int waited = 0; !control_done && waited < 2000; waited += 10)
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        if (control_done) {
+            control.join();
+        } else {
+            control.detach();
+            raw.reset();
+            std::fflush(nullptr);
+            std::fprintf(stderr, "vessel: the VM stopped before the guest agent answered\n");
+            ::_exit(r.reason == vmm::RunResult::Reason::ExitStatus ? r.status : 1);
+        }
+    }
+    raw.reset();
     switch (r.reason) {
         case vmm::RunResult::Reason::ExitStatus:
             return r.status;

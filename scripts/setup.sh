@@ -18,6 +18,8 @@ PKGS=(
   qemu-system-x86 linux-image-amd64 kmod
   # networking and containers (later issues)
   iproute2 nftables iperf3 socat
+  # OCI runtime acceptance: podman with runc and crun as the peers (issue 6)
+  podman runc crun conmon catatonit uidmap containernetworking-plugins
 )
 
 missing=()

@@ -47,7 +47,7 @@ cmdline=$("$vessel" boot --kernel "$kernel" --print-cmdline)
 "$vessel" boot --kernel "$kernel" --write-initrd "$work/bench.cpio" -- sh -c "$guest_script"
 
 run_vessel() {
-  "$vessel" boot --kernel "$kernel" --memory 256 --net network=bench,ip=10.66.0.10 \
+  "$vessel" boot --kernel "$kernel" --memory 256 --net "network=bench,ip=10.66.0.10${1:+,engine=$1}" \
     --disk "$work/tools.img,ro" -- sh -c "$guest_script" 2>&1
 }
 
@@ -75,16 +75,20 @@ run_qemu() {
   cat "$out"
 }
 
-printf '%-8s %4s %14s %14s %10s\n' config run "up Mbit/s" "down Mbit/s" "rtt ms"
+printf '%-12s %4s %14s %14s %10s\n' config run "up Mbit/s" "down Mbit/s" "rtt ms"
 for r in $(seq 1 "$runs"); do
-  for cfg in ${BENCH_CONFIGS:-vessel qemu}; do
-    out=$(run_$cfg)
+  for cfg in ${BENCH_CONFIGS:-vessel vessel-sync qemu}; do
+    case $cfg in
+      vessel) out=$(run_vessel) ;;
+      vessel-sync) out=$(run_vessel sync) ;;
+      qemu) out=$(run_qemu) ;;
+    esac
     if ! grep -q "RESULT done" <<<"$out"; then
       echo "net_bench: $cfg produced no results; its output ends with:" >&2
       tail -n 20 <<<"$out" | sed 's/^/  | /' >&2
       continue
     fi
     awk -v cfg="$cfg" -v run="$r" '/^RESULT/ {v[$2]=$3}
-      END {printf "%-8s %4s %14s %14s %10s\n", cfg, run, v["up"], v["down"], v["rtt_ms"]}' <<<"$out"
+      END {printf "%-12s %4s %14s %14s %10s\n", cfg, run, v["up"], v["down"], v["rtt_ms"]}' <<<"$out"
   done
 done

@@ -52,7 +52,8 @@ const char kBootHelp[] =
     "                     (repeatable; engine default: io_uring where the kernel has it)\n"
     "  --net SPEC         a virtio-net interface: eth0, eth1, ... in order (repeatable).\n"
     "                     SPEC: network=NAME | bridge=BR | tap=TAP | netns=PATH, then\n"
-    "                     ,ip=ADDR[/PREFIX] ,gw=ADDR ,mac=MAC ,dns=ADDR (docs/networking.md).\n"
+    "                     ,ip=ADDR[/PREFIX] ,gw=ADDR ,mac=MAC ,dns=ADDR (docs/networking.md),\n"
+    "                     ,engine=uring|sync (default: io_uring where the kernel has it).\n"
     "                     The kernel's ip= parameter configures the first interface\n"
     "  --agent            run CMD through the guest agent over vsock: stdin is forwarded,\n"
     "                     stdout and stderr stay apart, signals reach CMD "
@@ -188,6 +189,7 @@ int cmd_boot(Args args) {
     std::vector<std::string> env, argv;
     std::vector<DiskSpec> disks;
     std::vector<network::NetSpec> nets;
+    std::vector<virtio::io::EnginePreference> net_engines;
     bool verbose = false, use_agent = false, tty = false;
     std::string vsock_socket;
     std::optional<uint64_t> cid;
@@ -225,11 +227,23 @@ int cmd_boot(Args args) {
             disks.push_back(parse_disk(value(a)));
         } else if (a == "--net") {
             std::string spec = value(a);
+            // engine= is the device's business, everything else the host network's.
+            auto engine = virtio::io::EnginePreference::Auto;
+            for (const auto& [opt, pref] :
+                 {std::pair{",engine=uring", virtio::io::EnginePreference::IoUring},
+                  std::pair{",engine=io_uring", virtio::io::EnginePreference::IoUring},
+                  std::pair{",engine=sync", virtio::io::EnginePreference::Sync}}) {
+                if (size_t at = spec.find(opt); at != std::string::npos) {
+                    engine = pref;
+                    spec.erase(at, std::strlen(opt));
+                }
+            }
             try {
                 nets.push_back(network::NetSpec::parse(spec));
             } catch (const std::invalid_argument& e) {
                 usage_error(e.what());
             }
+            net_engines.push_back(engine);
         } else if (a == "--agent") {
             use_agent = true;
         } else if (a == "--tty" || a == "-t") {
@@ -378,6 +392,7 @@ int cmd_boot(Args args) {
             o.tap.must_exist = true;
         }
         o.mac = a.guest().mac.bytes;
+        o.engine = net_engines[n];
         o.mtu = static_cast<uint16_t>(a.guest().mtu);
         auto dev = std::make_shared<virtio::net::NetDevice>(o);
         if (verbose)

@@ -65,13 +65,8 @@ int main(int argc, char** argv) {
     if (!kernel.empty()) vm_argv.insert(vm_argv.end(), {"--kernel", kernel});
     vm_argv.insert(vm_argv.end(), {"--agent", "--vsock-socket", uds, "--", "sh", "-c",
                                    "trap 'exit 0' TERM; while :; do sleep 1; done"});
-    pid_t vm = -1;
     std::thread runner([&] {
-        test::ProcOptions o;
-        o.timeout_s = 900;
-        o.marker = "never";  // only to learn the pid early
-        o.on_marker = nullptr;
-        test::ProcResult r = test::run_process(vm_argv, o);
+        test::ProcResult r = test::run_process(vm_argv, 900);
         if (r.status != 0)
             std::fprintf(stderr, "agent_bench: VM: %s%s\n", r.out.c_str(), r.err.c_str());
     });

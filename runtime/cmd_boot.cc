@@ -405,7 +405,7 @@ int cmd_boot(Args args) {
     // Agent mode: a thread connects to the guest agent once it listens, runs the command with
     // our stdio, and asks the agent to shut the VM down with the command's status.
     std::thread control;
-    std::atomic<bool> control_done{false};
+    std::atomic<bool> control_done{false}, vm_done{false};
     std::optional<RawTerminal> raw;
     if (use_agent) {
         if (tty) raw.emplace(STDIN_FILENO);
@@ -414,7 +414,7 @@ int cmd_boot(Args args) {
         spec.env = guest::merge_env(guest::default_env(), env);
         spec.cwd = cwd;
         spec.tty = tty;
-        control = std::thread([&m, &control_done, spec, tty, uds = vsock_socket] {
+        control = std::thread([&m, &control_done, &vm_done, spec, tty, uds = vsock_socket] {
             try {
                 UniqueFd conn = agent::connect_vsock_uds(uds, guest::kDefaultAgentPort,
                                                          std::chrono::seconds(120));
@@ -427,12 +427,17 @@ int cmd_boot(Args args) {
                     agent::run(*client, spec, STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO, ro);
                 client->shutdown(es.status);  // the VM stops with this status
             } catch (const std::exception& e) {
+                // Someone else may have shut the VM down through the agent (the connection
+                // then closes under us): let the guest's own exit status win if it comes.
+                for (int i = 0; i < 300 && !vm_done; ++i)
+                    std::this_thread::sleep_for(std::chrono::milliseconds(10));
                 m.stop({vmm::RunResult::Reason::Error, 0, std::string("guest agent: ") + e.what()});
             }
             control_done = true;
         });
     }
     vmm::RunResult r = m.run();
+    vm_done = true;
     if (control.joinable()) {
         // The VM has stopped; a control thread still waiting for the agent never will see it.
         for (int waited = 0; !control_done && waited < 2000; waited += 10)

@@ -8,6 +8,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "vmm/eventfd.h"
+
 namespace vessel::virtio::net {
 
 namespace {
@@ -19,21 +21,10 @@ constexpr size_t kRxBufSize = kHdrSize + kMaxFrame;
 constexpr int kMaxRounds = 4;
 
 void drain(int efd) {
-    uint64_t v;
-    while (::read(efd, &v, sizeof v) < 0 && errno == EINTR) {
-    }
+    eventfd_drain(efd);
 }
-
 void poke(int efd) {
-    uint64_t one = 1;
-    ssize_t n = ::write(efd, &one, sizeof one);
-    (void)n;  // EAGAIN only when the counter is already huge, i.e. readable
-}
-
-UniqueFd make_eventfd(const char* what) {
-    UniqueFd fd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
-    if (!fd) throw_errno(what);
-    return fd;
+    eventfd_poke(efd);
 }
 
 void add(std::atomic<uint64_t>& c, uint64_t n = 1) {

@@ -14,6 +14,23 @@ int cmd_boot(Args args);
 int cmd_mkimage(Args args);
 int cmd_network(Args args);
 
+// The runc-compatible OCI runtime commands (docs/runtime.md), one file each: oci_*.cc.
+int cmd_oci_create(Args args);
+int cmd_oci_start(Args args);
+int cmd_oci_state(Args args);
+int cmd_oci_kill(Args args);
+int cmd_oci_delete(Args args);
+int cmd_oci_run(Args args);
+int cmd_oci_exec(Args args);
+int cmd_oci_ps(Args args);
+int cmd_oci_list(Args args);
+int cmd_oci_pause(Args args);
+int cmd_oci_resume(Args args);
+int cmd_oci_events(Args args);
+int cmd_oci_features(Args args);
+int cmd_oci_update(Args args);
+int cmd_oci_vmm(Args args);  // hidden: the container's VMM process
+
 // Shared helpers.
 std::string exe_dir();
 std::string cache_dir();

@@ -1,0 +1,67 @@
+// The library side of vessel's runc-compatible CLI (docs/runtime.md).
+//
+// One container = one VMM process. `create` validates the bundle, turns the rootfs into an
+// ext4 image in the container's state directory, and re-executes this binary as the hidden
+// subcommand `_container-vmm`, detached with setsid. That process boots the VM with the guest
+// agent, reports "ready" on an inherited pipe, and waits on the control socket for `start`;
+// then it has the agent start the container's process, relays its stdio (the VMM's own stdio,
+// which is create's, or a pty whose master went to --console-socket) and exits with the
+// process's status (128+N for signal N). Signals the VMM receives are forwarded to that
+// process; SIGKILL kills the VM. `exec`, `ps` and `kill --all` talk to the agent directly
+// through the VM's vsock Unix socket.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "guest/agent/spec.h"
+#include "oci/state.h"
+#include "oci/vm_plan.h"
+
+namespace vessel::container {
+
+// Files in ROOT/ID next to state.json.
+struct Paths {
+    std::string dir;
+    std::string image;    // rootfs.img: the container's root disk
+    std::string vsock;    // vsock.sock: the VM's vsock device (agent at kDefaultAgentPort)
+    std::string control;  // control.sock: `start` requests
+    static Paths of(const std::string& container_dir);
+};
+
+oci::StateStore state_store();  // at --root, or the default root
+
+// The process the guest agent starts, from the OCI plan.
+agent::ProcessSpec agent_spec(const oci::GuestProcess& p);
+
+// Makes the container's root disk: an ext4 image of plan.rootfs (sized to its contents plus
+// a margin) with the plan's copied files (hosts, resolv.conf, hostname, ...) written into it.
+// Copied files below /run, /tmp, /proc, /sys and /dev are not placed: the guest mounts its
+// own filesystems there (returned as warnings).
+std::vector<std::string> build_rootfs_image(const oci::VmPlan& plan, const std::string& image);
+
+std::string default_kernel();
+std::string default_initrd();
+std::string vsock_runtime_dir();  // where CID leases live (shared with `vessel boot`)
+
+// The hidden `_container-vmm` subcommand: boots container `id`'s VM and supervises it.
+// `ready_fd` receives "ok\n" once the agent answers, or "error: MSG\n". Returns the exit
+// status of the container's process.
+struct VmmOptions {
+    std::string id;
+    int ready_fd = -1;
+};
+int run_vmm(const VmmOptions& o);
+
+// Sends one request line on the control socket and returns the answer line ("ok" or
+// "error: ..."). Throws std::system_error if the VMM cannot be reached in time.
+std::string control_request(const std::string& socket, const std::string& request,
+                            std::chrono::milliseconds timeout);
+
+// Signals a container's VMM may forward to the guest (all but the synchronous ones,
+// SIGKILL/SIGSTOP, SIGCHLD, SIGPIPE and the VMM's own vCPU kick signal).
+const std::vector<int>& forwarded_signals();
+
+}  // namespace vessel::container

@@ -1,0 +1,283 @@
+#include "runtime/container/lifecycle.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <optional>
+#include <thread>
+
+#include "guest/agent/client.h"
+#include "guest/init/protocol.h"
+#include "oci/spec.h"
+#include "oci/vm_plan.h"
+#include "runtime/container/console.h"
+#include "runtime/container/container.h"
+#include "runtime/container/globals.h"
+#include "runtime/container/hooks.h"
+#include "vmm/fd.h"
+
+namespace vessel::container {
+namespace {
+
+// Booting in a nested VM under TCG takes a while; a real host boots in well under a second.
+constexpr int kReadyTimeoutMs = 300000;
+
+std::string absolute(const std::string& p) {
+    if (!p.empty() && p[0] == '/') return p;
+    char cwd[4096];
+    if (!::getcwd(cwd, sizeof cwd)) throw_errno("getcwd");
+    return p == "." ? std::string(cwd) : std::string(cwd) + "/" + p;
+}
+
+// "ok", or the VMM's error; the VMM dying without a word is an error too.
+std::string wait_ready(int fd, pid_t pid) {
+    std::string got;
+    for (int waited = 0; waited < kReadyTimeoutMs;) {
+        pollfd p{fd, POLLIN, 0};
+        int n = ::poll(&p, 1, 100);
+        if (n < 0 && errno != EINTR) throw_errno("waiting for the VMM");
+        if (n <= 0) {
+            waited += 100;
+            continue;
+        }
+        char buf[1024];
+        ssize_t r = ::read(fd, buf, sizeof buf);
+        if (r > 0) {
+            got.append(buf, static_cast<size_t>(r));
+            if (got.find('\n') != std::string::npos) return got.substr(0, got.find('\n'));
+            continue;
+        }
+        if (r < 0 && errno == EINTR) continue;
+        int ws = 0;
+        if (::waitpid(pid, &ws, WNOHANG) == pid && WIFSIGNALED(ws))
+            return "error: the VMM was killed by signal " + std::to_string(WTERMSIG(ws));
+        return "error: the VMM exited before the VM was ready";
+    }
+    return "error: timed out waiting for the VM to boot";
+}
+
+void kill_and_reap(pid_t pid) {
+    ::kill(pid, SIGKILL);
+    while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+    }
+}
+
+oci::Hooks bundle_hooks(const oci::State& s) {
+    try {
+        return oci::load_bundle(s.bundle).spec.hooks;
+    } catch (const std::exception& e) {
+        log_warning("container " + s.id + ": hooks not run: " + e.what());
+        return {};
+    }
+}
+
+}  // namespace
+
+void write_file_atomic(const std::string& path, const std::string& text) {
+    const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+    UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    if (!fd) throw_errno("writing " + path);
+    if (::write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
+        int err = errno;
+        ::unlink(tmp.c_str());
+        throw_errno("writing " + path, err);
+    }
+    fd.reset();
+    if (::rename(tmp.c_str(), path.c_str()) != 0) {
+        int err = errno;
+        ::unlink(tmp.c_str());
+        throw_errno("renaming into " + path, err);
+    }
+}
+
+bool wait_gone(pid_t pid, uint64_t start, int ms) {
+    for (int waited = 0; waited <= ms; waited += 10) {
+        // Our own child (run): reap it, or it stays a zombie that reads as gone anyway.
+        ::waitpid(pid, nullptr, WNOHANG);
+        if (!oci::process_alive(pid, start)) return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+}
+
+pid_t create_container(const CreateOptions& o) {
+    oci::validate_container_id(o.id);
+    const oci::Bundle bundle = oci::load_bundle(absolute(o.bundle));
+    const oci::VmPlan plan = oci::plan_vm(bundle);
+    for (const std::string& w : bundle.spec.warnings) log_warning(w);
+    for (const std::string& w : plan.warnings) log_warning(w);
+    const bool terminal = plan.process.terminal;
+    if (terminal && o.console_socket.empty() && !o.foreground)
+        throw std::runtime_error(
+            "cannot allocate tty if vessel will detach without setting console socket");
+    if (!terminal && !o.console_socket.empty())
+        throw std::runtime_error("console socket provided but process.terminal is false");
+
+    oci::State s;
+    s.oci_version = bundle.spec.oci_version;
+    s.id = o.id;
+    s.status = oci::Status::Creating;
+    s.bundle = bundle.dir;
+    s.rootfs = bundle.rootfs;
+    s.created = oci::rfc3339_nano_now();
+    s.annotations = bundle.spec.annotations;
+    s.owner = oci::current_owner();
+    oci::StateStore store = state_store();
+    oci::ContainerLock lock = store.create(s);
+    const Paths paths = Paths::of(lock.dir());
+    pid_t pid = 0;
+    try {
+        // podman always binds /run/.containerenv: not worth a warning on every create.
+        for (const std::string& w : build_rootfs_image(plan, paths.image)) log_debug(w);
+
+        std::optional<Pty> pty;
+        if (terminal && !o.console_socket.empty()) {
+            unsigned rows = plan.process.console_size ? plan.process.console_size->height : 0;
+            unsigned cols = plan.process.console_size ? plan.process.console_size->width : 0;
+            pty = open_pty(rows, cols);
+            send_console_fd(o.console_socket, pty->master.get());
+            pty->master.reset();
+        }
+        int rw[2];
+        if (::pipe2(rw, O_CLOEXEC) != 0) throw_errno("creating the VMM's ready pipe");
+        UniqueFd ready_r(rw[0]), ready_w(rw[1]);
+
+        std::vector<std::string> args = {"vessel"};
+        for (const std::string& a : global_args()) args.push_back(a);
+        args.insert(args.end(),
+                    {"_container-vmm", "--ready-fd", std::to_string(ready_w.get()), o.id});
+        std::vector<char*> argv;
+        for (auto& a : args) argv.push_back(a.data());
+        argv.push_back(nullptr);
+        std::fflush(nullptr);
+        pid = ::fork();
+        if (pid < 0) throw_errno("starting the VMM process");
+        if (pid == 0) {
+            if (pty) {
+                adopt_terminal(pty->slave.get());
+            } else if (!o.foreground) {
+                ::setsid();
+            }
+            ::fcntl(ready_w.get(), F_SETFD, 0);
+            ::execv("/proc/self/exe", argv.data());
+            const char msg[] = "error: cannot execute /proc/self/exe\n";
+            ssize_t n = ::write(ready_w.get(), msg, sizeof msg - 1);
+            (void)n;
+            ::_exit(127);
+        }
+        ready_w.reset();
+        pty.reset();
+        const std::string r = wait_ready(ready_r.get(), pid);
+        if (r != "ok") throw std::runtime_error(r.rfind("error: ", 0) == 0 ? r.substr(7) : r);
+
+        s.status = oci::Status::Created;
+        s.pid = pid;
+        if (auto ps = oci::read_proc_stat(pid)) s.pid_start_time = ps->start_time;
+        s.vessel = {{"image", paths.image},          {"vsock", paths.vsock},
+                    {"control", paths.control},      {"terminal", terminal},
+                    {"memory_mib", plan.memory_mib}, {"vcpus", plan.vcpus}};
+        lock.write(s);
+        const std::string hs = oci::hook_state_json(s);
+        run_hooks(plan.host_hooks.prestart, hs, "prestart");
+        run_hooks(plan.host_hooks.create_runtime, hs, "createRuntime");
+        if (!o.pid_file.empty()) write_file_atomic(absolute(o.pid_file), std::to_string(pid));
+    } catch (...) {
+        if (pid > 0) kill_and_reap(pid);
+        store.remove(std::move(lock));
+        throw;
+    }
+    return pid;
+}
+
+void start_container(const std::string& id) {
+    oci::StateStore store = state_store();
+    oci::ContainerLock lock = store.lock(id);
+    oci::State s = lock.read();
+    const oci::Status st = oci::observed_status(s);
+    if (st == oci::Status::Stopped)
+        throw std::runtime_error("cannot start a container that has stopped");
+    if (st != oci::Status::Created)
+        throw std::runtime_error("cannot start an already " + std::string(oci::status_name(st)) +
+                                 " container");
+    const std::string answer =
+        control_request(Paths::of(lock.dir()).control, "start", std::chrono::seconds(30));
+    if (answer != "ok")
+        throw std::runtime_error(answer.rfind("error: ", 0) == 0 ? answer.substr(7) : answer);
+    s.status = oci::Status::Running;
+    lock.write(s);
+    const oci::Hooks hooks = bundle_hooks(s);
+    try {
+        run_hooks(hooks.poststart, oci::hook_state_json(s), "poststart");
+    } catch (const std::exception& e) {
+        log_warning(e.what());  // as runc: the container runs on
+    }
+}
+
+bool delete_container(const std::string& id, bool force) {
+    oci::StateStore store = state_store();
+    std::optional<oci::ContainerLock> lock;
+    try {
+        lock.emplace(store.lock(id));
+    } catch (const oci::ContainerNotFound&) {
+        if (force) return false;
+        throw;
+    }
+    oci::State s = lock->read();
+    const oci::Status st = oci::observed_status(s);
+    if (st != oci::Status::Stopped) {
+        if (st != oci::Status::Created && !force)
+            throw std::runtime_error("cannot delete container " + id +
+                                     " that is not stopped: " + std::string(oci::status_name(st)));
+        ::kill(s.pid, SIGKILL);
+        if (!wait_gone(s.pid, s.pid_start_time, 10000))
+            throw std::runtime_error("container " + id + ": VMM " + std::to_string(s.pid) +
+                                     " did not die after SIGKILL");
+        s.status = oci::Status::Stopped;
+    }
+    const oci::Hooks hooks = bundle_hooks(s);
+    try {
+        run_hooks(hooks.poststop, oci::hook_state_json(s), "poststop");
+    } catch (const std::exception& e) {
+        log_warning(e.what());
+    }
+    store.remove(std::move(*lock));
+    return true;
+}
+
+void kill_container(const std::string& id, int sig, bool all) {
+    oci::StateStore store = state_store();
+    const oci::State s = store.load(id);
+    const oci::Status st = oci::observed_status(s);
+    if (st == oci::Status::Stopped) throw std::runtime_error("container not running");
+    const auto& fwd = forwarded_signals();
+    const bool forwardable = std::find(fwd.begin(), fwd.end(), sig) != fwd.end();
+    // SIGKILL ends the VM; before start, and for signals the VMM relays, the VMM's own
+    // signal is the container's.
+    if (sig == SIGKILL || st == oci::Status::Created || (forwardable && !all)) {
+        if (::kill(s.pid, sig) != 0) throw_errno("signalling the VMM of " + id);
+        return;
+    }
+    UniqueFd conn = agent::connect_vsock_uds(Paths::of(store.container_dir(id)).vsock,
+                                             guest::kDefaultAgentPort, std::chrono::seconds(10));
+    agent::Client client(std::move(conn));
+    std::vector<agent::ProcessInfo> procs = client.list();
+    std::sort(procs.begin(), procs.end(),
+              [](const agent::ProcessInfo& a, const agent::ProcessInfo& b) { return a.id < b.id; });
+    bool any = false;
+    for (const agent::ProcessInfo& p : procs) {
+        if (!p.running) continue;
+        client.signal(p.id, sig);
+        any = true;
+        if (!all) break;  // the lowest id is the container's process
+    }
+    if (!any) throw std::runtime_error("container not running");
+}
+
+}  // namespace vessel::container

@@ -1,0 +1,20 @@
+// vessel _container-vmm (hidden): the container's VMM process, started by create/run.
+#include <cstdlib>
+
+#include "commands.h"
+#include "runtime/container/container.h"
+#include "runtime/container/flags.h"
+
+namespace vessel::cli {
+
+int cmd_oci_vmm(Args args) {
+    std::string ready;
+    auto pos = container::Flags("_container-vmm").value({"ready-fd"}, &ready).parse(args);
+    container::expect_args("_container-vmm", pos, 1, 1);
+    container::VmmOptions o;
+    o.id = pos[0];
+    o.ready_fd = ready.empty() ? -1 : std::atoi(ready.c_str());
+    return container::run_vmm(o);
+}
+
+}  // namespace vessel::cli

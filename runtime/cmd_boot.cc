@@ -21,6 +21,8 @@
 #include "guest/init/proto.h"
 #include "guest/init/protocol.h"
 #include "guest/initramfs/cpio.h"
+#include "runtime/container/console.h"
+#include "runtime/container/container.h"
 #include "runtime/network/attachment.h"
 #include "virtio/attach.h"
 #include "virtio/block/device.h"
@@ -132,59 +134,15 @@ std::vector<uint8_t> read_file(const std::string& path, const char* what) {
     return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
-std::string default_kernel() {
-    if (const char* k = std::getenv("VESSEL_KERNEL"); k && *k) return k;
-    // The uncompressed ELF boots faster: no decompression in the guest.
-    return cache_dir() + "/kernel/current/vmlinux";
-}
-
-std::string default_initrd() {
-    if (const char* p = std::getenv("VESSEL_INITRAMFS"); p && *p) return p;
-    std::string dir = exe_dir();
-    for (const std::string& c :
-         {dir + "/guest/initramfs.cpio", dir + "/../share/vessel/initramfs.cpio"}) {
-        if (::access(c.c_str(), R_OK) == 0) return c;
-    }
-    return dir + "/guest/initramfs.cpio";
-}
-
-std::string runtime_dir() {
-    if (const char* d = std::getenv("VESSEL_RUNTIME_DIR"); d && *d) return d;
-    if (::geteuid() == 0) return "/run/vessel";
-    if (const char* x = std::getenv("XDG_RUNTIME_DIR"); x && *x) return std::string(x) + "/vessel";
-    return "/tmp/vessel-" + std::to_string(::geteuid());
-}
-
 // Signals vessel forwards to the command in agent mode instead of stopping the VM.
 constexpr int kForwardedSignals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
-
-// The host terminal in raw mode while a guest tty owns it; restored on every way out.
-class RawTerminal {
-  public:
-    explicit RawTerminal(int fd) : fd_(fd) {
-        if (!::isatty(fd) || ::tcgetattr(fd, &saved_) != 0) return;
-        termios raw = saved_;
-        ::cfmakeraw(&raw);
-        active_ = ::tcsetattr(fd, TCSANOW, &raw) == 0;
-    }
-    ~RawTerminal() {
-        if (active_) ::tcsetattr(fd_, TCSANOW, &saved_);
-    }
-    RawTerminal(const RawTerminal&) = delete;
-    RawTerminal& operator=(const RawTerminal&) = delete;
-
-  private:
-    int fd_;
-    termios saved_{};
-    bool active_ = false;
-};
 
 }  // namespace
 
 int cmd_boot(Args args) {
     vmm::MachineConfig cfg;
-    std::string kernel = default_kernel(), initrd_path = default_initrd(), extra, console_log, cwd,
-                write_initrd;
+    std::string kernel = container::default_kernel(), initrd_path = container::default_initrd(),
+                extra, console_log, cwd, write_initrd;
     bool print_cmdline = false;
     std::vector<std::string> env, argv;
     std::vector<DiskSpec> disks;
@@ -345,11 +303,11 @@ int cmd_boot(Args args) {
     std::shared_ptr<virtio::vsock::VsockDevice> vsock;
     if (use_agent || !vsock_socket.empty() || cid) {
         if (!cid) {
-            cid_lease = virtio::vsock::CidLease::acquire(runtime_dir());
+            cid_lease = virtio::vsock::CidLease::acquire(container::vsock_runtime_dir());
             cid = cid_lease->cid();
         }
         if (vsock_socket.empty()) {
-            const std::string dir = runtime_dir();
+            const std::string dir = container::vsock_runtime_dir();
             if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
                 throw_errno("creating runtime directory " + dir);
             vsock_socket = dir + "/vm-" + std::to_string(::getpid()) + ".vsock";
@@ -406,7 +364,7 @@ int cmd_boot(Args args) {
     // our stdio, and asks the agent to shut the VM down with the command's status.
     std::thread control;
     std::atomic<bool> control_done{false}, vm_done{false};
-    std::optional<RawTerminal> raw;
+    std::optional<container::RawTerminal> raw;
     if (use_agent) {
         if (tty) raw.emplace(STDIN_FILENO);
         agent::ProcessSpec spec;

@@ -32,8 +32,6 @@ int cmd_oci_update(Args args);
 int cmd_oci_vmm(Args args);  // hidden: the container's VMM process
 
 // Shared helpers.
-std::string exe_dir();
-std::string cache_dir();
 [[noreturn]] void usage_error(const std::string& msg);
 // "512", "512M", "1G", "4096K" -> MiB; exits with a usage error naming `flag` otherwise.
 uint64_t parse_size_mib(const std::string& flag, const std::string& s);

@@ -48,19 +48,6 @@ const Command kHidden[] = {
     {"_container-vmm", cmd_oci_vmm, ""},
 };
 
-std::string exe_dir() {
-    char buf[PATH_MAX];
-    ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
-    if (n <= 0) return ".";
-    std::string p(buf, static_cast<size_t>(n));
-    return p.substr(0, p.rfind('/'));
-}
-
-std::string cache_dir() {
-    const char* c = std::getenv("VESSEL_CACHE");
-    return c && *c ? c : "/var/cache/vessel";
-}
-
 void usage_error(const std::string& msg) {
     std::fprintf(stderr, "vessel: %s\n", msg.c_str());
     std::exit(2);

@@ -63,4 +63,15 @@ void adopt_terminal(int slave) {
     for (int fd = 0; fd < 3; ++fd) ::dup2(slave, fd);
 }
 
+RawTerminal::RawTerminal(int fd) : fd_(fd) {
+    if (!::isatty(fd) || ::tcgetattr(fd, &saved_) != 0) return;
+    termios raw = saved_;
+    ::cfmakeraw(&raw);
+    active_ = ::tcsetattr(fd, TCSANOW, &raw) == 0;
+}
+
+RawTerminal::~RawTerminal() {
+    if (active_) ::tcsetattr(fd_, TCSANOW, &saved_);
+}
+
 }  // namespace vessel::container

@@ -3,6 +3,8 @@
 // relayed to a pty in the guest.
 #pragma once
 
+#include <termios.h>
+
 #include <string>
 
 #include "vmm/fd.h"
@@ -24,5 +26,20 @@ void send_console_fd(const std::string& path, int fd);
 
 // Makes `slave` this process's controlling terminal (after setsid) and its stdio 0-2.
 void adopt_terminal(int slave);
+
+// The host terminal `fd` in raw mode while a guest tty owns it; restored on every way out.
+// Does nothing when fd is not a terminal.
+class RawTerminal {
+  public:
+    explicit RawTerminal(int fd);
+    ~RawTerminal();
+    RawTerminal(const RawTerminal&) = delete;
+    RawTerminal& operator=(const RawTerminal&) = delete;
+
+  private:
+    int fd_;
+    termios saved_{};
+    bool active_ = false;
+};
 
 }  // namespace vessel::container

@@ -172,8 +172,6 @@ std::vector<std::string> build_rootfs_image(const oci::VmPlan& plan, const std::
     return warnings;
 }
 
-namespace {
-
 std::string exe_dir() {
     char buf[4096];
     ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
@@ -186,8 +184,6 @@ std::string cache_dir() {
     const char* c = std::getenv("VESSEL_CACHE");
     return c && *c ? c : "/var/cache/vessel";
 }
-
-}  // namespace
 
 std::string default_kernel() {
     if (const char* k = std::getenv("VESSEL_KERNEL"); k && *k) return k;

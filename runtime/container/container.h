@@ -42,6 +42,8 @@ agent::ProcessSpec agent_spec(const oci::GuestProcess& p);
 // own filesystems there (returned as warnings).
 std::vector<std::string> build_rootfs_image(const oci::VmPlan& plan, const std::string& image);
 
+std::string exe_dir();    // directory of the running vessel binary
+std::string cache_dir();  // $VESSEL_CACHE or /var/cache/vessel (the guest kernel lives there)
 std::string default_kernel();
 std::string default_initrd();
 std::string vsock_runtime_dir();  // where CID leases live (shared with `vessel boot`)

@@ -23,6 +23,7 @@
 #include "guest/init/protocol.h"
 #include "guest/initramfs/cpio.h"
 #include "oci/spec.h"
+#include "runtime/container/console.h"
 #include "runtime/container/container.h"
 #include "runtime/container/globals.h"
 #include "runtime/network/attachment.h"
@@ -104,26 +105,6 @@ void answer(int fd, const std::string& line) {
     ssize_t n = ::send(fd, l.data(), l.size(), MSG_NOSIGNAL);
     (void)n;
 }
-
-class RawTerminal {
-  public:
-    explicit RawTerminal(int fd) : fd_(fd) {
-        if (!::isatty(fd) || ::tcgetattr(fd, &saved_) != 0) return;
-        termios raw = saved_;
-        ::cfmakeraw(&raw);
-        active_ = ::tcsetattr(fd, TCSANOW, &raw) == 0;
-    }
-    ~RawTerminal() {
-        if (active_) ::tcsetattr(fd_, TCSANOW, &saved_);
-    }
-    RawTerminal(const RawTerminal&) = delete;
-    RawTerminal& operator=(const RawTerminal&) = delete;
-
-  private:
-    int fd_;
-    termios saved_{};
-    bool active_ = false;
-};
 
 // Waits for "start" on the control socket. A signal before that stops the container the
 // way it would have stopped the process: with status 128+N. Returns that signal, or 0.

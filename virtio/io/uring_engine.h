@@ -18,7 +18,8 @@
 //
 // Packet reads: on an O_NONBLOCK tap (or a socket) the kernel tries the read inline, and
 // when nothing is queued it arms an internal poll and retries once a packet is there (a
-// blocking character device would send every request through an io-wq worker instead). No thread sleeps in the read, and cancel_all() cancels it with IORING_OP_ASYNC_CANCEL.
+// blocking character device would send every request through an io-wq worker instead). No thread
+// sleeps in the read, and cancel_all() cancels it with IORING_OP_ASYNC_CANCEL.
 //
 // Restriction (a later issue): the ring only ever uses the opcodes in kUringOpcodes and
 // IOSQE_FIXED_FILE (set on cancels too, where the kernel ignores it), so it can be created

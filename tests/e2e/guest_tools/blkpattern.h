@@ -28,11 +28,14 @@ static inline uint64_t blkpattern_extent_blocks(uint64_t seed, uint64_t i) {
     return 1 + blkpattern_mix(seed * 7919u + i + 1) % BLKPATTERN_MAX_EXTENT;
 }
 static inline uint64_t blkpattern_extent_offset(uint64_t seed, uint64_t i, uint64_t blocks) {
-    return (blkpattern_mix(seed * 1000003u + i) % (blocks - blkpattern_extent_blocks(seed, i) + 1)) *
+    return (blkpattern_mix(seed * 1000003u + i) %
+            (blocks - blkpattern_extent_blocks(seed, i) + 1)) *
            BLKPATTERN_BLOCK;
 }
 /* Key of block j of extent i, for blkpattern_fill. */
-static inline uint64_t blkpattern_extent_key(uint64_t i, uint64_t j) { return i * 64 + j; }
+static inline uint64_t blkpattern_extent_key(uint64_t i, uint64_t j) {
+    return i * 64 + j;
+}
 
 /* Contents of the block with key i. */
 static inline void blkpattern_fill(uint64_t seed, uint64_t i, uint8_t* buf) {

@@ -6,7 +6,6 @@
 #include <chrono>
 #include <fstream>
 #include <future>
-#include <regex>
 #include <thread>
 
 #include "guest/agent/client.h"

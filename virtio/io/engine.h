@@ -38,9 +38,8 @@ struct Op {
     // Read/Write of one datagram (a tap frame, a packet socket): the transfer happens at the
     // file's current position (offset ignored), a short transfer is the result and is never
     // resubmitted, and a read waits for the file to become readable without blocking anyone.
-    // The file should be O_NONBLOCK: io_uring then tries the transfer inline and, when a read
-    // finds nothing, arms an internal poll (no worker thread); the sync engine parks the read
-    // until the file is readable.
+    // The file must not be O_NONBLOCK (io_uring would fail the read with -EAGAIN instead of
+    // waiting for it).
     bool message = false;
 };
 

@@ -16,10 +16,8 @@
 // -ENOMEM), the queued SQEs stay in the ring and the engine writes its own eventfd so the I/O
 // thread comes back and retries from reap().
 //
-// Packet reads: on an O_NONBLOCK tap (or a socket) the kernel tries the read inline, and
-// when nothing is queued it arms an internal poll and retries once a packet is there (a
-// blocking character device would send every request through an io-wq worker instead). No thread
-// sleeps in the read, and cancel_all() cancels it with IORING_OP_ASYNC_CANCEL.
+// Packet reads: the tap stays blocking (see virtio/net/tap.h), so Linux 6.1 serves its
+// reads and writes from io-wq worker threads; an O_NONBLOCK tap was tried and stalled TCP.
 //
 // Restriction (a later issue): the ring only ever uses the opcodes in kUringOpcodes and
 // IOSQE_FIXED_FILE (set on cancels too, where the kernel ignores it), so it can be created

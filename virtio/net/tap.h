@@ -4,10 +4,8 @@
 // A tap vessel creates is not persistent: the kernel removes it when the last reference goes
 // (the fd, and the io_uring that registered it), so it vanishes with the VM even when the VMM
 // is killed. A tap that existed before (`ip tuntap add ... mode tap`, persistent) is only
-// attached to and stays. The fd is O_NONBLOCK: for a character device that is what tells
-// io_uring (Linux 6.1, __io_file_supports_nowait) it may try reads and writes inline and arm a
-// poll when a read finds nothing; without it every request was punted to an io-wq worker
-// thread (measured: 14 vs 104 Mbit/s guest->host in the harness). See virtio/io/engine.h.
+// attached to and stays. The fd stays blocking: the I/O engines read it without waiting (see
+// virtio/io/engine.h, Op::message).
 //
 // Host set-up: every failure throws std::system_error naming the tap and the step.
 #pragma once
@@ -26,7 +24,7 @@ struct TapSpec {
     bool must_exist = false;
     // An open tap to adopt instead (e.g. passed by a parent process); it is duplicated, so the
     // caller may close its own. It must have been set up with IFF_TAP | IFF_NO_PI |
-    // IFF_VNET_HDR. It is made O_NONBLOCK (the flag lives in the shared open file).
+    // IFF_VNET_HDR. Its O_NONBLOCK flag is cleared (the flag lives in the shared open file).
     int fd = -1;
 };
 

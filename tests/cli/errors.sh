@@ -5,21 +5,9 @@ set -u
 vessel=${1:?usage: errors.sh VESSEL_BIN}
 tmp=$(mktemp -d /var/tmp/vessel-cli-XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
-pass=0 fail=0
+# shellcheck source=tests/cli/lib.sh
+. "$(dirname "$0")/lib.sh"
 
-expect() {  # name, expected exit, expected stderr substring, command...
-    local name=$1 want_rc=$2 want_msg=$3
-    shift 3
-    local err rc
-    err=$("$@" 2>&1 >/dev/null)
-    rc=$?
-    if [[ $rc == "$want_rc" && $err == *"$want_msg"* ]]; then
-        pass=$((pass + 1))
-    else
-        fail=$((fail + 1))
-        echo "FAIL $name: exit $rc (want $want_rc), stderr: $err (want: $want_msg)"
-    fi
-}
 
 echo garbage > "$tmp/notakernel"
 expect missing-kernel 1 "/nonexistent/vmlinux" "$vessel" boot --kernel /nonexistent/vmlinux -- true

@@ -15,32 +15,9 @@ ip link set lo up
 tmp=$(mktemp -d /var/tmp/vessel-cli-net-XXXXXX)
 trap 'kill "${holder:-}" 2>/dev/null; rm -rf "$tmp"' EXIT
 export VESSEL_STATE_DIR=$tmp/state
-pass=0 fail=0
+# shellcheck source=tests/cli/lib.sh
+. "$(dirname "$0")/lib.sh"
 
-check() {  # name, condition (a command)
-    local name=$1
-    shift
-    if "$@"; then
-        pass=$((pass + 1))
-    else
-        fail=$((fail + 1))
-        echo "FAIL $name"
-    fi
-}
-
-expect() {  # name, expected exit, expected stderr substring, command...
-    local name=$1 want_rc=$2 want_msg=$3
-    shift 3
-    local err rc
-    err=$("$@" 2>&1 >/dev/null)
-    rc=$?
-    if [[ $rc == "$want_rc" && $err == *"$want_msg"* ]]; then
-        pass=$((pass + 1))
-    else
-        fail=$((fail + 1))
-        echo "FAIL $name: exit $rc (want $want_rc), stderr: $err (want: $want_msg)"
-    fi
-}
 
 bridges() { ip -o link show type bridge | awk -F': ' '{print $2}' | sort | tr '\n' ' '; }
 tables() { nft list tables | sort | tr '\n' ' '; }

@@ -6,21 +6,9 @@ vessel=${1:?usage: oci.sh VESSEL_BIN}
 tmp=$(mktemp -d /var/tmp/vessel-oci-cli-XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 root=$tmp/state
-pass=0 fail=0
+# shellcheck source=tests/cli/lib.sh
+. "$(dirname "$0")/lib.sh"
 
-expect() {  # name, expected exit, expected stderr substring, command...
-    local name=$1 want_rc=$2 want_msg=$3
-    shift 3
-    local err rc
-    err=$("$@" 2>&1 >/dev/null)
-    rc=$?
-    if [[ $rc == "$want_rc" && $err == *"$want_msg"* ]]; then
-        pass=$((pass + 1))
-    else
-        fail=$((fail + 1))
-        echo "FAIL $name: exit $rc (want $want_rc), stderr: $err (want: $want_msg)"
-    fi
-}
 expect_out() {  # name, expected stdout, command...
     local name=$1 want=$2 out
     shift 2

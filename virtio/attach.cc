@@ -1,20 +1,14 @@
 #include "virtio/attach.h"
 
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <vector>
 
+#include "vmm/eventfd.h"
 #include "vmm/fd.h"
 
 namespace vessel::virtio {
 namespace {
-
-UniqueFd make_eventfd(const char* what) {
-    UniqueFd fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    if (!fd) throw_errno(std::string("creating eventfd for ") + what);
-    return fd;
-}
 
 // Owns the eventfds of one attached device for the machine's lifetime.
 struct Wiring {
@@ -26,7 +20,7 @@ struct Wiring {
 
 std::shared_ptr<MmioTransport> attach_mmio(vmm::Machine& m, std::shared_ptr<Device> dev) {
     auto w = std::make_shared<Wiring>();
-    w->irq = make_eventfd("a virtio interrupt");
+    w->irq = make_eventfd("creating eventfd for a virtio interrupt");
     const int irq_fd = w->irq.get();
     auto transport = std::make_shared<MmioTransport>(m.memory(), std::move(dev), [irq_fd] {
         uint64_t one = 1;
@@ -36,7 +30,7 @@ std::shared_ptr<MmioTransport> attach_mmio(vmm::Machine& m, std::shared_ptr<Devi
     vmm::MmioSlot slot = m.add_virtio_mmio_device(transport);
     m.vm().add_irqfd(irq_fd, slot.irq);
     for (uint32_t q = 0; q < transport->num_queues(); ++q) {
-        UniqueFd efd = make_eventfd("a virtio queue notification");
+        UniqueFd efd = make_eventfd("creating eventfd for a virtio queue notification");
         m.vm().add_ioeventfd(slot.base + MmioTransport::notify_address_offset(), 4, q, efd.get());
         const int fd = efd.get();
         std::weak_ptr<MmioTransport> weak = transport;

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Container start-to-exit latency: `podman run --rm IMG true` with vessel, runc and crun as
-# the runtime, and vessel's own `run` of the same rootfs without podman, all in the same
-# environment. Prints the median of N runs per case and its ratio to runc.
+# the runtime, vessel's own `run` of the same rootfs without podman, and (when Debian's
+# docker.io is installed) `docker run --rm IMG true` with vessel and runc through a private
+# dockerd + containerd (tests/e2e/docker/daemons.sh), all in the same environment. Prints the
+# median of N runs per case and its ratio to runc (podman's runc for podman and vessel run,
+# Docker's runc for the Docker cases).
 # Usage (on a PVM host via the harness, as root):
 #   tests/harness/maybe-nested -- benchmarks/oci_bench.sh
 # VESSEL_BIN (default build/vessel), BENCH_RUNS (default 5).
@@ -12,7 +15,13 @@ runs=${BENCH_RUNS:-5}
 [[ $(id -u) == 0 ]] || { echo "needs root" >&2; exit 77; }
 [[ -e /dev/kvm ]] || { echo "no /dev/kvm" >&2; exit 77; }
 work=$(mktemp -d /var/tmp/vessel-ocibench.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+with_docker=0
+if command -v dockerd >/dev/null && command -v containerd >/dev/null; then
+    with_docker=1
+    # shellcheck source=tests/e2e/docker/daemons.sh
+    . "$root/tests/e2e/docker/daemons.sh"
+fi
+trap '[[ $with_docker == 1 ]] && dk_stop; rm -rf "$work"' EXIT
 
 rootfs=$work/bundle/rootfs
 mkdir -p "$rootfs/bin"
@@ -44,14 +53,24 @@ measure runc pm --runtime "$(command -v runc)" run --rm localhost/busybox:bench 
 measure crun pm --runtime "$(command -v crun)" run --rm localhost/busybox:bench true
 measure vessel pm --runtime "$vessel" run --rm localhost/busybox:bench true
 measure vessel-run sh -c "'$vessel' --root '$work/state' run -b '$work/bundle' bench\$\$"
+cases="runc crun vessel vessel-run"
+if [[ $with_docker == 1 ]]; then
+    dk_start "$vessel" "$work/dk"
+    tar -C "$rootfs" -c . | dk import - busybox:bench >/dev/null
+    measure docker-runc dk run --rm --runtime runc busybox:bench true
+    measure docker-vessel dk run --rm --runtime vessel busybox:bench true
+    cases="$cases docker-runc docker-vessel"
+fi
 
-base=$(cat "$work/runc.ms")
 printf '%-28s %10s %10s\n' "case ($runs runs, median)" "ms" "vs runc"
-for c in runc crun vessel vessel-run; do
+for c in $cases; do
     ms=$(cat "$work/$c.ms")
+    base=$(cat "$work/runc.ms")
+    [[ $c == docker-* ]] && base=$(cat "$work/docker-runc.ms")
     label=$c
     [[ $c == vessel ]] && label="podman + vessel"
     [[ $c == runc || $c == crun ]] && label="podman + $c"
     [[ $c == vessel-run ]] && label="vessel run (no podman)"
+    [[ $c == docker-* ]] && label="docker + ${c#docker-}"
     printf '%-28s %10s %10s\n' "$label" "$ms" "$(awk -v a="$ms" -v b="$base" 'BEGIN {printf "%.2fx", a / b}')"
 done

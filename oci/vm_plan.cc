@@ -497,10 +497,14 @@ void plan_mounts(const Bundle& bundle, const HostProbe& probe, bool ignore, VmPl
 
 const std::vector<std::string>& vessel_annotations() {
     static const std::vector<std::string> keys = {
-        std::string(kAnnotationKernel),       std::string(kAnnotationMemory),
-        std::string(kAnnotationVcpus),        std::string(kAnnotationTemplate),
-        std::string(kAnnotationIgnoreMounts), std::string(kAnnotationIgnoreDevices),
+        std::string(kAnnotationKernel),
+        std::string(kAnnotationMemory),
+        std::string(kAnnotationVcpus),
+        std::string(kAnnotationTemplate),
+        std::string(kAnnotationIgnoreMounts),
+        std::string(kAnnotationIgnoreDevices),
         std::string(kAnnotationIgnoreHooks),
+        "io.vessel.jail",  // read by runtime/jail (container_options)
     };
     return keys;
 }

@@ -23,7 +23,9 @@
 #include "guest/initramfs/cpio.h"
 #include "runtime/container/console.h"
 #include "runtime/container/container.h"
+#include "runtime/jail/jail.h"
 #include "runtime/network/attachment.h"
+#include "snapshot/control.h"
 #include "virtio/attach.h"
 #include "virtio/block/device.h"
 #include "virtio/net/device.h"
@@ -31,6 +33,7 @@
 #include "virtio/vsock/device.h"
 #include "vmm/fd.h"
 #include "vmm/machine.h"
+#include "vmm/seccomp.h"
 
 namespace vessel::cli {
 namespace {
@@ -71,9 +74,18 @@ const char kBootHelp[] =
     "  --console-log FILE write the serial console to FILE instead of stdout (with --agent the\n"
     "                     console is discarded, or goes to stderr with --verbose)\n"
     "  --verbose          show the kernel's boot messages\n"
+    "  --no-seccomp       debugging only: run the VMM's threads without their seccomp filters\n"
+    "                     (docs/design.md, \"Seccomp and io_uring restrictions\")\n"
     "  --write-initrd FILE  write the assembled initramfs to FILE and exit (to boot the same\n"
     "                     guest elsewhere, e.g. in QEMU for comparison)\n"
-    "  --print-cmdline    print the kernel command line vessel would use and exit\n";
+    "  --print-cmdline    print the kernel command line vessel would use and exit\n"
+    "  --id NAME          name the VM for `vessel snapshot create NAME DIR` (control socket\n"
+    "                     $VESSEL_RUNTIME_DIR/vm-NAME.sock)\n"
+    "  --api-socket PATH  the same control socket at PATH\n"
+    "  --jail[=OPTS]      confine the VMM (runtime/jail, docs/design.md \"Jailer\"): own PID,\n"
+    "                     mount and IPC namespaces, a root holding only its files, a cgroup,\n"
+    "                     an unprivileged uid. OPTS: uid=,gid=,mem=,cpus=,pids=,cgroup=,dir=,\n"
+    "                     nofile=,fsize= (docs/runtime.md). Needs root\n";
 
 uint32_t parse_count(const std::string& flag, const std::string& s) {
     size_t pos = 0;
@@ -137,6 +149,25 @@ std::vector<uint8_t> read_file(const std::string& path, const char* what) {
 // Signals vessel forwards to the command in agent mode instead of stopping the VM.
 constexpr int kForwardedSignals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
 
+// The exit status of `vessel boot` for how the VM stopped.
+int exit_status(const vmm::RunResult& r) {
+    switch (r.reason) {
+        case vmm::RunResult::Reason::ExitStatus:
+            return r.status;
+        case vmm::RunResult::Reason::Reset:
+            std::fprintf(stderr,
+                         "vessel: guest reset without reporting an exit status "
+                         "(kernel panic or reboot)\n");
+            return 1;
+        case vmm::RunResult::Reason::Signal:
+            return 128 + r.status;
+        case vmm::RunResult::Reason::Error:
+            std::fprintf(stderr, "vessel: %s\n", r.detail.c_str());
+            return 1;
+    }
+    return 1;
+}
+
 }  // namespace
 
 int cmd_boot(Args args) {
@@ -148,9 +179,11 @@ int cmd_boot(Args args) {
     std::vector<DiskSpec> disks;
     std::vector<network::NetSpec> nets;
     std::vector<virtio::io::EnginePreference> net_engines;
-    bool verbose = false, use_agent = false, tty = false;
+    bool verbose = false, use_agent = false, tty = false, no_seccomp = false;
     std::string vsock_socket;
     std::optional<uint64_t> cid;
+    std::optional<std::string> jail_spec;
+    std::string api_socket;  // --id / --api-socket: control socket for snapshots
 
     size_t i = 0;
     auto value = [&](const std::string& flag) -> std::string {
@@ -221,8 +254,16 @@ int cmd_boot(Args args) {
             write_initrd = value(a);
         } else if (a == "--print-cmdline") {
             print_cmdline = true;
+        } else if (a == "--jail" || a.rfind("--jail=", 0) == 0) {
+            jail_spec = a.size() > 7 ? a.substr(7) : "";
         } else if (a == "--verbose" || a == "-v") {
             verbose = true;
+        } else if (a == "--id") {
+            api_socket = vm_control_socket(value(a));
+        } else if (a == "--api-socket") {
+            api_socket = value(a);
+        } else if (a == "--no-seccomp") {
+            no_seccomp = true;
         } else if (!a.empty() && a[0] == '-') {
             usage_error("boot: unknown option '" + a + "'");
         } else {
@@ -240,6 +281,18 @@ int cmd_boot(Args args) {
         cfg.cmdline += " " + std::string(guest::kAgentCmdlineKey) + "=" +
                        std::to_string(guest::kDefaultAgentPort);
     vmm::validate(cfg);  // reject bad sizes before touching KVM or files
+    std::optional<jail::Options> jail_opts;
+    if (jail_spec) {
+        if (!api_socket.empty())  // snapshots are written where the jail cannot reach
+            usage_error("--jail cannot be combined with --id/--api-socket (snapshots)");
+        try {
+            jail_opts = jail::boot_options(*jail_spec, cfg.memory_mib, cfg.vcpus);
+        } catch (const std::invalid_argument& e) {
+            usage_error(e.what());
+        }
+        jail::validate(*jail_opts);
+        jail::close_inherited_fds({});
+    }
     if (print_cmdline) {
         std::printf("%s\n", cfg.cmdline.c_str());
         return 0;
@@ -332,13 +385,36 @@ int cmd_boot(Args args) {
         cfg.stop_on_signals = false;
     }
 
+    // --jail: a child in a new PID namespace and the jail's cgroup runs the VM; this process
+    // waits for it, then undoes the host side (taps, leases, sockets, the cgroup).
+    if (jail_opts)
+        if (std::optional<int> status = jail::run_jailed_child(*jail_opts)) return *status;
+    cfg.seccomp = !no_seccomp;
+    if (no_seccomp)
+        std::fprintf(stderr,
+                     "vessel: warning: --no-seccomp: the VMM's threads run without seccomp "
+                     "filters (debugging only)\n");
     vmm::Machine m(std::move(cfg));
+    std::vector<snapshot::AttachedDevice> snap_devs;  // what a snapshot saves (snapshot/)
     for (size_t d = 0; d < disks.size(); ++d) {
         auto dev = std::make_shared<virtio::block::BlockDevice>(disks[d].opts);
         if (verbose)
             std::fprintf(stderr, "vessel: disk vd%c (%s): %s\n", static_cast<char>('a' + d),
                          disks[d].opts.disk.path.c_str(), dev->engine_reason().c_str());
-        virtio::attach_mmio(m, std::move(dev));
+        const auto& o = disks[d].opts;
+        snap_devs.push_back(
+            {"block",
+             {{"path", o.disk.path},
+              {"read_only", o.disk.read_only},
+              {"direct", o.disk.direct},
+              {"serial", o.disk.serial},
+              {"engine", o.engine == virtio::block::EnginePreference::Sync      ? "sync"
+                         : o.engine == virtio::block::EnginePreference::IoUring ? "uring"
+                                                                                : "auto"},
+              {"queue_size", o.queue_size}},
+             virtio::attach_mmio(m, std::move(dev)),
+             {},
+             {}});
     }
     for (size_t n = 0; n < attachments.size(); ++n) {
         const network::NetAttachment& a = attachments[n];
@@ -356,9 +432,21 @@ int cmd_boot(Args args) {
         if (verbose)
             std::fprintf(stderr, "vessel: eth%zu on %s: %s\n", n, dev->tap_name().c_str(),
                          dev->engine_reason().c_str());
-        virtio::attach_mmio(m, std::move(dev));
+        snap_devs.push_back(
+            {"net", {{"tap", dev->tap_name()}}, virtio::attach_mmio(m, std::move(dev)), {}, {}});
     }
-    if (vsock) virtio::attach_mmio(m, vsock);
+    if (vsock)
+        snap_devs.push_back({"vsock",
+                             {{"cid", vsock->guest_cid()}, {"uds_path", vsock->uds_path()}},
+                             virtio::attach_mmio(m, vsock),
+                             {},
+                             {0}});
+    if (jail_opts) {  // everything is open; no thread runs yet
+        std::vector<std::pair<std::string, bool>> disk_paths;
+        for (const DiskSpec& d : disks)
+            disk_paths.emplace_back(d.opts.disk.path, !d.opts.disk.read_only);
+        jail::enter(*jail_opts, jail::vm_exposures(kernel, initrd_path, disk_paths, vsock_socket));
+    }
 
     // Agent mode: a thread connects to the guest agent once it listens, runs the command with
     // our stdio, and asks the agent to shut the VM down with the command's status.
@@ -373,6 +461,7 @@ int cmd_boot(Args args) {
         spec.cwd = cwd;
         spec.tty = tty;
         control = std::thread([&m, &control_done, &vm_done, spec, tty, uds = vsock_socket] {
+            vmm::seccomp::enter(vmm::seccomp::Role::AgentControl);
             try {
                 UniqueFd conn = agent::connect_vsock_uds(uds, guest::kDefaultAgentPort,
                                                          std::chrono::seconds(120));
@@ -394,7 +483,12 @@ int cmd_boot(Args args) {
             control_done = true;
         });
     }
+    std::optional<snapshot::ControlServer> snap_control;
+    if (!api_socket.empty())
+        snap_control.emplace(api_socket, m, snap_devs,
+                             nlohmann::json{{"cmdline", m.config().cmdline}});
     vmm::RunResult r = m.run();
+    snap_control.reset();
     vm_done = true;
     if (control.joinable()) {
         // The VM has stopped; a control thread still waiting for the agent never will see it.
@@ -411,21 +505,9 @@ int cmd_boot(Args args) {
         }
     }
     raw.reset();
-    switch (r.reason) {
-        case vmm::RunResult::Reason::ExitStatus:
-            return r.status;
-        case vmm::RunResult::Reason::Reset:
-            std::fprintf(stderr,
-                         "vessel: guest reset without reporting an exit status "
-                         "(kernel panic or reboot)\n");
-            return 1;
-        case vmm::RunResult::Reason::Signal:
-            return 128 + r.status;
-        case vmm::RunResult::Reason::Error:
-            std::fprintf(stderr, "vessel: %s\n", r.detail.c_str());
-            return 1;
-    }
-    return 1;
+    const int status = exit_status(r);
+    if (jail_opts) jail::exit_jailed(status);  // the parent undoes the host side
+    return status;
 }
 
 }  // namespace vessel::cli

@@ -13,6 +13,8 @@ using Args = std::span<char*>;  // argv after the subcommand name
 int cmd_boot(Args args);
 int cmd_mkimage(Args args);
 int cmd_network(Args args);
+int cmd_snapshot(Args args);  // cmd_snapshot.cc
+int cmd_restore(Args args);   // cmd_restore.cc
 
 // The runc-compatible OCI runtime commands (docs/runtime.md), one file each: oci_*.cc.
 int cmd_oci_create(Args args);
@@ -32,6 +34,8 @@ int cmd_oci_update(Args args);
 int cmd_oci_vmm(Args args);  // hidden: the container's VMM process
 
 // Shared helpers.
+// The control socket of the VM `vessel boot --id ID` runs (ID with a '/' is a socket path).
+std::string vm_control_socket(const std::string& id);
 [[noreturn]] void usage_error(const std::string& msg);
 // "512", "512M", "1G", "4096K" -> MiB; exits with a usage error naming `flag` otherwise.
 uint64_t parse_size_mib(const std::string& flag, const std::string& s);

@@ -26,6 +26,9 @@ const Command kCommands[] = {
     {"mkimage", cmd_mkimage, "make an ext4 disk image from a directory: vessel mkimage DIR IMAGE"},
     {"network", cmd_network,
      "manage guest networks (bridge, NAT, addresses): vessel network create|ls|inspect|rm"},
+    {"snapshot", cmd_snapshot,
+     "snapshots of running VMs: vessel snapshot create ID DIR | ls | rm NAME"},
+    {"restore", cmd_restore, "run a VM from a snapshot: vessel restore [OPTIONS] DIR"},
     // The OCI runtime (runc's command line; global flags go before the command).
     {"create", cmd_oci_create, "create a container from an OCI bundle: create [--bundle DIR] ID"},
     {"start", cmd_oci_start, "start a created container's process: start ID"},

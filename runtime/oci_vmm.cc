@@ -4,6 +4,7 @@
 #include "commands.h"
 #include "runtime/container/container.h"
 #include "runtime/container/flags.h"
+#include "runtime/container/globals.h"
 
 namespace vessel::cli {
 
@@ -14,6 +15,7 @@ int cmd_oci_vmm(Args args) {
     container::VmmOptions o;
     o.id = pos[0];
     o.ready_fd = ready.empty() ? -1 : std::atoi(ready.c_str());
+    container::globals().stderr_is_container = true;
     return container::run_vmm(o);
 }
 

@@ -80,6 +80,10 @@ class MmioTransport : public vmm::BusDevice {
     uint64_t bad_access_count() const { return bad_accesses_.load(std::memory_order_relaxed); }
 
     State state() const;
+    // Sets the used-buffer bit and raises the interrupt (if active). After a snapshot
+    // restore: an interrupt that was in flight at the save is not lost; drivers treat a
+    // spurious one as a no-op.
+    void raise_used_interrupt() { irq_.signal_used(); }
     // Replaces the register and queue state. If the state is active, activates the device
     // (restore the device's own state first). Throws std::system_error (EINVAL) if the state
     // does not fit this device or the device refuses to activate.

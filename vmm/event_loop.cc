@@ -4,6 +4,8 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "seccomp.h"
+
 namespace vessel::vmm {
 
 EventLoop::EventLoop() {
@@ -58,6 +60,7 @@ void EventLoop::stop() {
 }
 
 void EventLoop::run() {
+    seccomp::enter(seccomp::Role::DeviceEvents);
     epoll_event evs[32];
     for (;;) {
         int n = ::epoll_wait(epfd_.get(), evs, 32, -1);

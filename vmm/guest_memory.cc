@@ -1,7 +1,11 @@
 #include "guest_memory.h"
 
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <algorithm>
 
 #include "layout.h"
 
@@ -30,6 +34,152 @@ GuestMemory GuestMemory::create(uint64_t size) {
     m.regions_ = layout(size);
     for (auto& reg : m.regions_) reg.host = m.map_.as<uint8_t>() + reg.file_offset;
     return m;
+}
+
+GuestMemory GuestMemory::map_file(const std::string& path, uint64_t size) {
+    GuestMemory m;
+    m.size_ = size;
+    m.private_file_ = true;
+    m.fd_ = UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!m.fd_) throw_errno("opening memory file " + path);
+    struct stat st {};
+    if (::fstat(m.fd_.get(), &st) < 0) throw_errno("stat of memory file " + path);
+    if (!S_ISREG(st.st_mode))
+        throw std::system_error(EINVAL, std::generic_category(),
+                                "memory file " + path + " is not a regular file");
+    if (static_cast<uint64_t>(st.st_size) != size)
+        throw std::system_error(EINVAL, std::generic_category(),
+                                "memory file " + path + " is " + std::to_string(st.st_size) +
+                                    " bytes, the snapshot says " + std::to_string(size));
+    m.map_ = Mapping::map(size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, m.fd_.get(), 0,
+                          "mapping memory file " + path);
+    ::madvise(m.map_.get(), size, MADV_DONTDUMP);
+    ::madvise(m.map_.get(), size, MADV_DONTFORK);
+    m.regions_ = layout(size);
+    for (auto& reg : m.regions_) reg.host = m.map_.as<uint8_t>() + reg.file_offset;
+    return m;
+}
+
+GuestMemory GuestMemory::load_file(const std::string& path, uint64_t size) {
+    UniqueFd in(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!in) throw_errno("opening memory file " + path);
+    struct stat st {};
+    if (::fstat(in.get(), &st) < 0) throw_errno("stat of memory file " + path);
+    if (!S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) != size)
+        throw std::system_error(EINVAL, std::generic_category(),
+                                "memory file " + path + " is " + std::to_string(st.st_size) +
+                                    " bytes, the snapshot says " + std::to_string(size));
+    GuestMemory m = create(size);
+    uint8_t* base = m.map_.as<uint8_t>();
+    off_t pos = 0;
+    const off_t end = static_cast<off_t>(size);
+    while (pos < end) {
+        off_t d = ::lseek(in.get(), pos, SEEK_DATA);
+        if (d < 0 && errno == ENXIO) break;
+        if (d < 0) d = pos;  // no SEEK_DATA: read everything
+        off_t h = ::lseek(in.get(), d, SEEK_HOLE);
+        if (h < 0 || h > end) h = end;
+        for (off_t at = d; at < h;) {
+            ssize_t n = ::pread(in.get(), base + at, static_cast<size_t>(h - at), at);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) throw_errno("reading memory file " + path, n == 0 ? EIO : errno);
+            at += n;
+        }
+        pos = h;
+    }
+    return m;
+}
+
+std::vector<std::pair<uint64_t, uint64_t>> GuestMemory::data_ranges() const {
+    std::vector<std::pair<uint64_t, uint64_t>> out;
+    if (private_file_) {
+        // Pages the guest wrote since the restore are anonymous copies the file knows nothing
+        // of; mincore finds them (and any page read so far). Swapped-out copies would be
+        // missed: vessel hosts run without swap for guest memory (see docs/snapshot-format.md).
+        constexpr uint64_t kChunk = 1ull << 30;
+        std::vector<unsigned char> vec(kChunk / 4096);
+        for (uint64_t off = 0; off < size_; off += kChunk) {
+            uint64_t len = std::min(kChunk, size_ - off);
+            if (::mincore(map_.as<uint8_t>() + off, len, vec.data()) < 0) {
+                out.assign(1, {0, size_});
+                return out;
+            }
+            for (uint64_t i = 0; i < len / 4096; ++i) {
+                if (!(vec[i] & 1)) continue;
+                uint64_t p = off + i * 4096;
+                if (!out.empty() && out.back().second == p)
+                    out.back().second = p + 4096;
+                else
+                    out.emplace_back(p, p + 4096);
+            }
+        }
+    }
+    off_t pos = 0;
+    const off_t end = static_cast<off_t>(size_);
+    while (pos < end) {
+        off_t d = ::lseek(fd_.get(), pos, SEEK_DATA);
+        if (d < 0) {
+            if (errno == ENXIO) break;  // no data past pos
+            // No SEEK_DATA support: treat everything as data.
+            out.assign(1, {0, size_});
+            return out;
+        }
+        off_t h = ::lseek(fd_.get(), d, SEEK_HOLE);
+        if (h < 0 || h > end) h = end;
+        out.emplace_back(static_cast<uint64_t>(d), static_cast<uint64_t>(h));
+        pos = h;
+    }
+    std::sort(out.begin(), out.end());
+    std::vector<std::pair<uint64_t, uint64_t>> merged;
+    for (auto r : out) {
+        if (!merged.empty() && r.first <= merged.back().second)
+            merged.back().second = std::max(merged.back().second, r.second);
+        else
+            merged.push_back(r);
+    }
+    return merged;
+}
+
+uint64_t GuestMemory::save(const std::string& path) const {
+    UniqueFd out(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (!out) throw_errno("creating memory file " + path);
+    if (::ftruncate(out.get(), static_cast<off_t>(size_)) < 0)
+        throw_errno("sizing memory file " + path);
+    constexpr uint64_t kPage = 4096;
+    const uint8_t* base = map_.as<const uint8_t>();
+    auto zero_page = [](const uint8_t* p) {
+        const uint64_t* w = reinterpret_cast<const uint64_t*>(p);
+        for (size_t i = 0; i < kPage / 8; ++i)
+            if (w[i]) return false;
+        return true;
+    };
+    uint64_t written = 0;
+    auto flush = [&](uint64_t from, uint64_t to) {
+        while (from < to) {
+            ssize_t n = ::pwrite(out.get(), base + from, std::min<uint64_t>(to - from, 1u << 30),
+                                 static_cast<off_t>(from));
+            if (n < 0) {
+                if (errno == EINTR) continue;
+                throw_errno("writing memory file " + path);
+            }
+            from += static_cast<uint64_t>(n);
+            written += static_cast<uint64_t>(n);
+        }
+    };
+    for (auto [b, e] : data_ranges()) {
+        b &= ~(kPage - 1);
+        e = std::min(size_, (e + kPage - 1) & ~(kPage - 1));
+        uint64_t run = b;  // start of the current run of non-zero pages
+        for (uint64_t p = b; p < e; p += kPage) {
+            if (zero_page(base + p)) {
+                flush(run, p);
+                run = p + kPage;
+            }
+        }
+        flush(run, e);
+    }
+    if (::fsync(out.get()) < 0) throw_errno("syncing memory file " + path);
+    return written;
 }
 
 uint8_t* GuestMemory::host_ptr(uint64_t gpa, uint64_t len) const {

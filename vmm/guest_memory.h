@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "fd.h"
@@ -21,6 +22,21 @@ class GuestMemory {
   public:
     // Creates `size` bytes of zeroed guest RAM backed by a memfd (pages are allocated lazily).
     static GuestMemory create(uint64_t size);
+
+    // Guest RAM from a snapshot's memory file, mapped MAP_PRIVATE: pages load lazily from the
+    // page cache (shared by every VM restored from the same file) and guest writes stay
+    // private. Throws std::system_error when the file is missing or is not `size` bytes
+    // (a short file would fault the VMM with SIGBUS on first touch).
+    static GuestMemory map_file(const std::string& path, uint64_t size);
+    // The same file read up front into a new memfd (as create() makes): the restore costs a
+    // read of the file's data, and guest memory never shares pages with it (so the file may
+    // change or go away while the VM runs).
+    static GuestMemory load_file(const std::string& path, uint64_t size);
+
+    // Writes guest RAM to `path` (created or truncated) as a sparse file of size() bytes:
+    // file offset = the region's file_offset. Holes and all-zero pages are not written.
+    // Returns the number of bytes written. The vCPUs must be paused.
+    uint64_t save(const std::string& path) const;
 
     // Guest-physical regions for a RAM size: [0, gap) and, past the gap, [4 GiB, ...).
     static std::vector<MemoryRegion> layout(uint64_t size);
@@ -58,7 +74,11 @@ class GuestMemory {
     uint64_t low_ram_end() const { return regions_.front().gpa + regions_.front().size; }
 
   private:
+    // Runs of [offset, end) in the backing file that may hold non-zero data.
+    std::vector<std::pair<uint64_t, uint64_t>> data_ranges() const;
+
     UniqueFd fd_;
+    bool private_file_ = false;  // fd_ is a snapshot file mapped MAP_PRIVATE
     Mapping map_;
     uint64_t size_ = 0;
     std::vector<MemoryRegion> regions_;

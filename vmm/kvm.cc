@@ -14,9 +14,9 @@
 namespace vessel::vmm {
 namespace {
 
-// KVM caps CPUID at 256 entries; the MSR list vessel sets is short.
+// KVM caps CPUID at 256 entries; its MSR index list is a few hundred entries.
 constexpr uint32_t kMaxCpuidEntries = 256;
-constexpr uint32_t kMaxMsrs = 64;
+constexpr uint32_t kMaxMsrs = 1024;
 
 template <typename... A>
 int xioctl(int fd, unsigned long req, A... args) {
@@ -98,6 +98,11 @@ void Vm::set_memory(const GuestMemory& mem) {
     }
 }
 
+int Vm::check_extension(long cap) const {
+    int r = xioctl(fd_.get(), KVM_CHECK_EXTENSION, cap);
+    return r < 0 ? 0 : r;
+}
+
 void Vm::set_irq_line(uint32_t irq, bool level) const {
     kvm_irq_level l{};
     l.irq = irq;
@@ -126,6 +131,10 @@ void Vm::add_irqfd(int event_fd, uint32_t gsi) const {
 }
 
 Vcpu::Vcpu(const Kvm& kvm, const Vm& vm, uint32_t index) : index_(index) {
+    if (kvm.check_extension(KVM_CAP_XSAVE)) {
+        int sz = vm.check_extension(KVM_CAP_XSAVE2);
+        xsave_size_ = sz > 4096 ? static_cast<size_t>(sz) : 4096;
+    }
     int fd = xioctl(vm.fd(), KVM_CREATE_VCPU, static_cast<unsigned long>(index));
     if (fd < 0) throw_errno("creating vCPU " + std::to_string(index));
     fd_ = UniqueFd(fd);

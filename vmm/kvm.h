@@ -10,6 +10,7 @@
 #include "cpu_setup.h"
 #include "fd.h"
 #include "guest_memory.h"
+#include "vcpu_state.h"
 
 namespace vessel::vmm {
 
@@ -24,6 +25,9 @@ class Kvm {
     size_t vcpu_mmap_size() const { return vcpu_mmap_size_; }
     uint32_t max_vcpus() const;
     std::vector<kvm_cpuid_entry2> supported_cpuid() const;
+    // KVM_GET_MSR_INDEX_LIST: every MSR KVM can save and restore (not all are readable on a
+    // given vCPU; see Vcpu::readable_msrs).
+    std::vector<uint32_t> msr_index_list() const;
 
   private:
     UniqueFd fd_;
@@ -48,6 +52,14 @@ class Vm {
     void add_ioeventfd(uint64_t addr, uint32_t len, uint64_t datamatch, int event_fd) const;
     // Signalling `event_fd` raises (edge) interrupt line `gsi` inside KVM.
     void add_irqfd(int event_fd, uint32_t gsi) const;
+    int check_extension(long cap) const;
+
+    // Irqchip (PIC master, PIC slave, IOAPIC), PIT and kvmclock (vm_state.cc).
+    VmState save_state() const;
+    // Irqchip and PIT only; the clock goes last, through set_clock.
+    void restore_state(const VmState& s) const;
+    kvm_clock_data get_clock() const;
+    void set_clock(const kvm_clock_data& c) const;
 
   private:
     UniqueFd fd_;
@@ -73,8 +85,17 @@ class Vcpu {
     // Wires LINT0 to ExtINT and LINT1 to NMI, as firmware does.
     void setup_lapic_lints() const;
 
+    // The subset of `candidates` that KVM_GET_MSRS reads on this vCPU (vcpu_state.cc).
+    std::vector<uint32_t> readable_msrs(const std::vector<uint32_t>& candidates) const;
+    // Whole vCPU state; the vCPU must not be in KVM_RUN.
+    VcpuState save_state(const std::vector<uint32_t>& msrs) const;
+    // Applies a saved state in the order KVM needs: CPUID first (it defines what the MSRs
+    // and XSAVE mean), LAPIC before events and the TSC deadline, MP state last.
+    void restore_state(const VcpuState& s) const;
+
   private:
     uint32_t index_;
+    size_t xsave_size_ = 0;  // 0: no KVM_CAP_XSAVE
     UniqueFd fd_;
     Mapping run_;
 };

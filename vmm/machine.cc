@@ -7,6 +7,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <stdexcept>
@@ -18,6 +19,7 @@
 #include "guest/init/protocol.h"
 #include "layout.h"
 #include "mptable.h"
+#include "seccomp.h"
 
 namespace vessel::vmm {
 namespace {
@@ -47,8 +49,35 @@ void write_all(int fd, const uint8_t* p, size_t n) {
 
 }  // namespace
 
+namespace {
+
+void validate_sizes(const MachineConfig& cfg);
+
+// A restored machine's sizes come from its state, which must describe itself consistently.
+MachineConfig restore_config(MachineConfig cfg, const MachineState& st) {
+    if (st.memory_size == 0 || st.memory_size % (1ull << 20) != 0)
+        throw std::invalid_argument("snapshot memory size " + std::to_string(st.memory_size) +
+                                    " is not a whole number of MiB");
+    if (st.vcpu.size() != st.vcpus)
+        throw std::invalid_argument("snapshot has " + std::to_string(st.vcpu.size()) +
+                                    " vCPU states for " + std::to_string(st.vcpus) + " vCPUs");
+    cfg.memory_mib = st.memory_size >> 20;
+    cfg.vcpus = st.vcpus;
+    cfg.kernel.clear();
+    cfg.initrd.clear();
+    validate_sizes(cfg);
+    return cfg;
+}
+
+}  // namespace
+
 void validate(const MachineConfig& cfg) {
     if (cfg.kernel.empty()) throw std::invalid_argument("no kernel given");
+    validate_sizes(cfg);
+}
+
+namespace {
+void validate_sizes(const MachineConfig& cfg) {
     uint64_t max_mem = std::min(kMaxMemoryMiB, host_ram_mib());
     if (cfg.memory_mib < kMinMemoryMiB || cfg.memory_mib > max_mem)
         throw std::invalid_argument("memory size " + std::to_string(cfg.memory_mib) +
@@ -58,12 +87,28 @@ void validate(const MachineConfig& cfg) {
         throw std::invalid_argument("vCPU count " + std::to_string(cfg.vcpus) +
                                     " out of range (1 to " + std::to_string(kMaxVcpus) + ")");
 }
+}  // namespace
 
 Machine::Machine(MachineConfig cfg)
     : cfg_((validate(cfg), std::move(cfg))),
       kvm_(cfg_.kvm_path),
       vm_(kvm_),
       mem_(GuestMemory::create(cfg_.memory_mib << 20)) {
+    init();
+}
+
+Machine::Machine(MachineConfig cfg, RestoreSource from)
+    : cfg_(restore_config(std::move(cfg), from.state)),
+      kvm_(cfg_.kvm_path),
+      vm_(kvm_),
+      mem_(from.copy_memory ? GuestMemory::load_file(from.memory_path, from.state.memory_size)
+                            : GuestMemory::map_file(from.memory_path, from.state.memory_size)),
+      restore_(std::make_unique<RestoreSource>(std::move(from))) {
+    init();
+}
+
+void Machine::init() {
+    if (cfg_.seccomp) seccomp::enable();  // compiles the filters: errors are set-up errors
     if (cfg_.vcpus > kvm_.max_vcpus())
         throw std::invalid_argument("vCPU count " + std::to_string(cfg_.vcpus) +
                                     " exceeds this host's KVM limit of " +
@@ -137,6 +182,88 @@ void Machine::request_stop(RunResult r) {
     for (auto& v : vcpus_) v->run_data()->immediate_exit = 1;
     uint64_t one = 1;
     [[maybe_unused]] ssize_t n = ::write(stop_fd_.get(), &one, sizeof one);
+    {
+        // Wakes parked vCPUs and a pause() waiting for them.
+        std::lock_guard lk(pause_mu_);
+        pause_cv_.notify_all();
+    }
+}
+
+void Machine::park_if_pausing(Vcpu& v) {
+    std::unique_lock lk(pause_mu_);
+    if (!pause_requested_ || stopping_.load()) return;
+    // KVM_RUN returned EINTR with immediate_exit set, so any I/O exit handled before it has
+    // been completed into the registers: the state is consistent.
+    ++parked_;
+    pause_cv_.notify_all();
+    pause_cv_.wait(lk, [this] { return !pause_requested_ || stopping_.load(); });
+    --parked_;
+    // Cleared before the loop re-checks stopping_, so a stop cannot be lost.
+    if (!stopping_.load()) v.run_data()->immediate_exit = 0;
+}
+
+bool Machine::pause() {
+    std::unique_lock lk(pause_mu_);
+    if (!running_ || stopping_.load()) return false;
+    if (!pause_requested_) {
+        pause_requested_ = true;
+        for (size_t i = 0; i < vcpus_.size(); ++i) {
+            vcpus_[i]->run_data()->immediate_exit = 1;
+            pthread_kill(vcpu_threads_[i], kKickSignal);
+        }
+    }
+    pause_cv_.wait(lk, [this] { return fully_paused() || stopping_.load(); });
+    if (stopping_.load()) return false;
+    // Guest time stands still while paused (as QEMU's stopped state): the clock value is
+    // written back on resume and saved in snapshots.
+    paused_clock_ = vm_.get_clock();
+    return true;
+}
+
+void Machine::resume() {
+    std::lock_guard lk(pause_mu_);
+    if (!pause_requested_) return;
+    if (fully_paused() && !stopping_.load()) vm_.set_clock(paused_clock_);
+    pause_requested_ = false;
+    pause_cv_.notify_all();
+}
+
+MachineState Machine::capture() {
+    std::lock_guard lk(pause_mu_);
+    if (!fully_paused() || stopping_.load())
+        throw std::logic_error("capturing a machine that is not paused");
+    if (msr_list_.empty()) msr_list_ = vcpus_[0]->readable_msrs(kvm_.msr_index_list());
+    MachineState s;
+    s.vcpus = cfg_.vcpus;
+    s.memory_size = mem_.size();
+    for (auto& v : vcpus_) s.vcpu.push_back(v->save_state(msr_list_));
+    s.vm = vm_.save_state();
+    s.vm.clock = paused_clock_;
+    s.serial = serial_->state();
+    return s;
+}
+
+uint64_t Machine::save_memory(const std::string& path) {
+    std::lock_guard lk(pause_mu_);
+    if (!fully_paused() || stopping_.load())
+        throw std::logic_error("saving the memory of a machine that is not paused");
+    return mem_.save(path);
+}
+
+void Machine::apply_restored_state() {
+    auto t0 = std::chrono::steady_clock::now();
+    const MachineState& st = restore_->state;
+    // Irqchip and PIT first (the LAPICs restored next may have interrupts routed from
+    // them), then each vCPU, then the clock last so no time passes for the guest in between.
+    vm_.restore_state(st.vm);
+    for (size_t i = 0; i < vcpus_.size(); ++i) vcpus_[i]->restore_state(st.vcpu[i]);
+    serial_->set_state(st.serial);
+    vm_.set_clock(st.vm.clock);
+    restore_.reset();
+    if (after_restore_) after_restore_();
+    restore_apply_ns_ = static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0)
+            .count());
 }
 
 bool Machine::handle_exit(Vcpu& v) {
@@ -192,7 +319,10 @@ void Machine::vcpu_loop(Vcpu& v) {
     pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
     while (!stopping_.load()) {
         int r = v.run();
-        if (r == -EINTR || r == -EAGAIN) continue;
+        if (r == -EINTR || r == -EAGAIN) {
+            park_if_pausing(v);
+            continue;
+        }
         if (r < 0) {
             request_stop(
                 {RunResult::Reason::Error, 0,
@@ -204,6 +334,14 @@ void Machine::vcpu_loop(Vcpu& v) {
 }
 
 RunResult Machine::run() {
+    if (restore_)
+        apply_restored_state();
+    else
+        boot();
+    return run_vcpus();
+}
+
+void Machine::boot() {
     KernelImage k = load_kernel(mem_, cfg_.kernel);
     if (!write_long_mode_tables(mem_)) throw BootError("guest memory too small for page tables");
     std::vector<uint8_t> mp = build_mptable(cfg_.vcpus);
@@ -215,7 +353,9 @@ RunResult Machine::run() {
 
     auto cpuid = kvm_.supported_cpuid();
     for (auto& v : vcpus_) setup_vcpu(*v, cpuid, k.entry, zero_page);
+}
 
+RunResult Machine::run_vcpus() {
     // Signals that stop the VM are taken synchronously by this thread only.
     sigset_t stop_sigs;
     sigemptyset(&stop_sigs);
@@ -233,18 +373,33 @@ RunResult Machine::run() {
 
     io_loop_.start();
     std::vector<std::thread> threads;
-    for (auto& v : vcpus_) threads.emplace_back([this, &v] { vcpu_loop(*v); });
+    // This thread stays unconfined (it tears the VM down afterwards) and starts the device
+    // threads that confined vCPU threads ask for (vmm/seccomp.h).
+    seccomp::SpawnService spawns;
+    for (auto& v : vcpus_)
+        threads.push_back(seccomp::spawn(seccomp::Role::Vcpu, [this, &v] { vcpu_loop(*v); }));
+    {
+        std::lock_guard lk(pause_mu_);
+        for (auto& t : threads) vcpu_threads_.push_back(t.native_handle());
+        running_ = true;
+    }
 
-    pollfd fds[2] = {{stop_fd_.get(), POLLIN, 0}, {sfd.get(), POLLIN, 0}};
+    pollfd fds[3] = {{stop_fd_.get(), POLLIN, 0}, {sfd.get(), POLLIN, 0}, {spawns.fd(), POLLIN, 0}};
     while (!stopping_.load()) {
-        int n = ::poll(fds, 2, -1);
+        int n = ::poll(fds, 3, -1);
         if (n < 0 && errno != EINTR) break;
+        if (fds[2].revents & POLLIN) spawns.serve();
         if (fds[1].revents & POLLIN) {
             signalfd_siginfo si{};
             if (::read(sfd.get(), &si, sizeof si) == sizeof si)
                 request_stop({RunResult::Reason::Signal, static_cast<int>(si.ssi_signo), {}});
         }
     }
+    {
+        std::lock_guard lk(pause_mu_);
+        running_ = false;
+    }
+    spawns.close();  // a vCPU activating a device now gets an error instead of waiting forever
     for (size_t i = 0; i < threads.size(); ++i) {
         vcpus_[i]->run_data()->immediate_exit = 1;
         pthread_kill(threads[i].native_handle(), kKickSignal);

@@ -2,8 +2,11 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -13,6 +16,7 @@
 #include "guest_memory.h"
 #include "kvm.h"
 #include "serial.h"
+#include "vcpu_state.h"
 
 namespace vessel::vmm {
 
@@ -31,6 +35,10 @@ struct MachineConfig {
     // takes them instead (e.g. to forward them to a process in the guest); that thread must
     // block them before the machine starts its threads.
     bool stop_on_signals = true;
+    // Per-thread seccomp filters (vmm/seccomp.h): the constructor enables them for the
+    // process (for good), and every vCPU and device thread enters its role. Off by default
+    // for library users and tests; the CLI turns it on.
+    bool seccomp = false;
 };
 
 // Where an MMIO device was placed: its window, its interrupt line.
@@ -42,6 +50,23 @@ struct MmioSlot {
 
 // Throws std::invalid_argument naming the bad value.
 void validate(const MachineConfig& cfg);
+
+// Everything of a paused machine except guest RAM and the virtio devices (which belong to
+// the caller that attached them): what snapshot/ saves.
+struct MachineState {
+    uint32_t vcpus = 0;
+    uint64_t memory_size = 0;  // bytes
+    std::vector<VcpuState> vcpu;
+    VmState vm;
+    Serial::State serial;
+};
+
+// A machine to rebuild from a snapshot instead of booting a kernel.
+struct RestoreSource {
+    MachineState state;
+    std::string memory_path;  // sparse file of state.memory_size bytes, mapped MAP_PRIVATE
+    bool copy_memory = false;  // read it into a memfd instead (GuestMemory::load_file)
+};
 
 struct RunResult {
     enum class Reason {
@@ -58,6 +83,10 @@ struct RunResult {
 class Machine {
   public:
     explicit Machine(MachineConfig cfg);
+    // A machine rebuilt from `from`: guest RAM is the memory file (copy-on-write), vCPU and
+    // VM state are applied by run() instead of a kernel boot. cfg.kernel, memory_mib and
+    // vcpus are ignored (taken from the state).
+    Machine(MachineConfig cfg, RestoreSource from);
     ~Machine();
     Machine(const Machine&) = delete;
     Machine& operator=(const Machine&) = delete;
@@ -66,9 +95,26 @@ class Machine {
     RunResult run();
 
     const GuestMemory& memory() const { return mem_; }
+    const MachineConfig& config() const { return cfg_; }
     const Vm& vm() const { return vm_; }
     // Makes run() return `r` (the first stop request wins). Any thread.
     void stop(RunResult r) { request_stop(std::move(r)); }
+
+    // Takes every vCPU out of KVM_RUN (completing any pending I/O exit) and parks it, so
+    // that capture() sees a stable state; the kvmclock is frozen until resume(), so the
+    // guest's clock does not jump by the pause. Any thread but a vCPU's, while run() is
+    // running. Returns false when the machine is not running or is stopping.
+    bool pause();
+    void resume();
+    // The paused machine's state. Throws std::logic_error when not paused.
+    MachineState capture();
+    // Guest RAM to a sparse file (see GuestMemory::save); returns bytes written. Paused only.
+    uint64_t save_memory(const std::string& path);
+    // Called by run() right after a restored state is applied, before any vCPU runs (e.g.
+    // to raise device interrupts once the irqchip holds its saved state). Call before run().
+    void set_after_restore(std::function<void()> fn) { after_restore_ = std::move(fn); }
+    // Nanoseconds run() spent applying a restored state (0 for a boot).
+    uint64_t restore_apply_ns() const { return restore_apply_ns_; }
     // The device I/O thread; started by run(), stopped before run() returns.
     EventLoop& io_loop() { return io_loop_; }
 
@@ -84,6 +130,12 @@ class Machine {
     void setup_vcpu(Vcpu& v, const std::vector<kvm_cpuid_entry2>& cpuid, uint64_t entry,
                     uint64_t zero_page);
     void vcpu_loop(Vcpu& v);
+    void park_if_pausing(Vcpu& v);
+    void init();
+    void boot();
+    RunResult run_vcpus();
+    void apply_restored_state();
+    bool fully_paused() const { return pause_requested_ && parked_ == vcpus_.size(); }
     bool handle_exit(Vcpu& v);
     void request_stop(RunResult r);
 
@@ -102,6 +154,20 @@ class Machine {
     std::atomic<bool> stopping_{false};
     RunResult result_;
     std::atomic<bool> result_set_{false};
+
+    std::unique_ptr<RestoreSource> restore_;  // consumed by run()
+    uint64_t restore_apply_ns_ = 0;
+    std::function<void()> after_restore_;
+    std::vector<uint32_t> msr_list_;  // MSRs to save, found at the first capture
+
+    // Pause handshake between pause()/resume() and the vCPU threads.
+    std::mutex pause_mu_;
+    std::condition_variable pause_cv_;
+    bool running_ = false;  // vCPU threads started and not yet told to stop
+    bool pause_requested_ = false;
+    size_t parked_ = 0;
+    std::vector<pthread_t> vcpu_threads_;
+    kvm_clock_data paused_clock_{};
 };
 
 }  // namespace vessel::vmm

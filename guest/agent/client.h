@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <nlohmann/json_fwd.hpp>
 #include <optional>
@@ -164,6 +165,11 @@ struct RunOptions {
     // tty mode: the initial size and each SIGWINCH's new size are read from this terminal.
     int winsize_fd = -1;
     std::string error_prefix = "vessel: ";  // for the exec failure message on err_fd
+    // Called once the agent has started the process, before any stdio is relayed.
+    std::function<void()> on_started{};
+    // Exec failures throw the agent's AgentError ("exec_failed") instead of being reported
+    // as status 127/126 (the container runtime's `start` fails instead, as runc's does).
+    bool throw_exec_failure = false;
 };
 
 // Starts spec and pumps in_fd -> stdin, stdout -> out_fd, stderr -> err_fd until the

@@ -105,12 +105,13 @@ ExitStatus run(Client& client, const ProcessSpec& spec_in, int in_fd, int out_fd
     try {
         proc = client.start(spec);
     } catch (const AgentError& e) {
-        if (e.code() != "exec_failed") throw;
+        if (e.code() != "exec_failed" || options.throw_exec_failure) throw;
         if (err_fd >= 0) write_all_best_effort(err_fd, options.error_prefix + e.what() + "\n");
         ExitStatus st;
         st.status = e.stage() == "exec" && e.error_number() == ENOENT ? 127 : 126;
         return st;
     }
+    if (options.on_started) options.on_started();
     const std::uint32_t id = proc.id;
     client.wait_async(id);
     bool in_done = in_fd < 0;

@@ -19,6 +19,7 @@
 
 #include "runtime/container/globals.h"
 #include "runtime/disk_image.h"
+#include "virtio/vsock/unix_backend.h"
 #include "vmm/fd.h"
 
 extern char** environ;
@@ -26,7 +27,26 @@ extern char** environ;
 namespace vessel::container {
 
 Paths Paths::of(const std::string& dir) {
-    return {dir, dir + "/rootfs.img", dir + "/vsock.sock", dir + "/control.sock"};
+    Paths p{dir, dir + "/rootfs.img", dir + "/vsock.sock", dir + "/control.sock", ""};
+    // The vsock listener leaves room for "_PORT" (connections the guest opens).
+    if (p.vsock.size() <= virtio::vsock::max_uds_path_length() &&
+        p.control.size() < sizeof(sockaddr_un::sun_path))
+        return p;
+    uint64_t h = 14695981039346656037ull;  // FNV-1a 64
+    for (unsigned char c : dir) h = (h ^ c) * 1099511628211ull;
+    char hex[17];
+    std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+    p.sock_dir = vsock_runtime_dir() + "/s/" + hex;
+    p.vsock = p.sock_dir + "/vsock.sock";
+    p.control = p.sock_dir + "/control.sock";
+    return p;
+}
+
+void Paths::remove_sock_dir() const {
+    if (sock_dir.empty()) return;
+    ::unlink(vsock.c_str());
+    ::unlink(control.c_str());
+    ::rmdir(sock_dir.c_str());
 }
 
 oci::StateStore state_store() {

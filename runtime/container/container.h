@@ -28,7 +28,13 @@ struct Paths {
     std::string image;    // rootfs.img: the container's root disk
     std::string vsock;    // vsock.sock: the VM's vsock device (agent at kDefaultAgentPort)
     std::string control;  // control.sock: `start` requests
+    // sockaddr_un holds 107 bytes, and Docker's --root (/run/docker/runtime-NAME/moby) with
+    // a 64-character id makes ROOT/ID/vsock.sock longer: then the two sockets live in
+    // sock_dir, RUNTIME_DIR/s/HASH (a hash of ROOT/ID), made by the VMM and removed with
+    // the container. Empty when they fit in ROOT/ID.
+    std::string sock_dir;
     static Paths of(const std::string& container_dir);
+    void remove_sock_dir() const;  // the sockets and sock_dir, if any; never throws
 };
 
 oci::StateStore state_store();  // at --root, or the default root

@@ -106,7 +106,8 @@ void log_error(std::string_view msg) {
 }
 
 void log_warning(std::string_view msg) {
-    std::fprintf(stderr, "vessel: warning: %.*s\n", static_cast<int>(msg.size()), msg.data());
+    if (!globals().stderr_is_container || globals().log.empty())
+        std::fprintf(stderr, "vessel: warning: %.*s\n", static_cast<int>(msg.size()), msg.data());
     append_log("warning", msg);
 }
 

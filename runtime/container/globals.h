@@ -15,6 +15,9 @@ struct GlobalOptions {
     std::string log_format = "text";  // --log-format text|json
     bool debug = false;               // --debug
     bool systemd_cgroup = false;      // --systemd-cgroup (accepted; a VM has no host cgroup)
+    // Set in the VMM process, whose stderr is the container's: warnings then go only to
+    // --log when there is one (engines always pass it), not into the container's output.
+    bool stderr_is_container = false;
 };
 
 GlobalOptions& globals();

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -21,6 +22,7 @@
 #include "runtime/container/container.h"
 #include "runtime/container/globals.h"
 #include "runtime/container/hooks.h"
+#include "runtime/jail/jail.h"
 #include "vmm/fd.h"
 
 namespace vessel::container {
@@ -113,6 +115,10 @@ pid_t create_container(const CreateOptions& o) {
     const oci::VmPlan plan = oci::plan_vm(bundle);
     for (const std::string& w : bundle.spec.warnings) log_warning(w);
     for (const std::string& w : plan.warnings) log_warning(w);
+    // The VMM jails itself (runtime/jail); its PID namespace is made here, by the fork.
+    const auto jail_opts =
+        jail::container_options(o.id, bundle.spec.annotations, plan.memory_mib, plan.vcpus);
+    if (jail_opts) jail::validate(*jail_opts);
     const bool terminal = plan.process.terminal;
     if (terminal && o.console_socket.empty() && !o.foreground)
         throw std::runtime_error(
@@ -145,8 +151,10 @@ pid_t create_container(const CreateOptions& o) {
             send_console_fd(o.console_socket, pty->master.get());
             pty->master.reset();
         }
+        // Both ways: the VMM reports "ok" (or "netns": run the prestart hooks now, then "go").
         int rw[2];
-        if (::pipe2(rw, O_CLOEXEC) != 0) throw_errno("creating the VMM's ready pipe");
+        if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, rw) != 0)
+            throw_errno("creating the VMM's ready socket");
         UniqueFd ready_r(rw[0]), ready_w(rw[1]);
 
         std::vector<std::string> args = {"vessel"};
@@ -157,7 +165,7 @@ pid_t create_container(const CreateOptions& o) {
         for (auto& a : args) argv.push_back(a.data());
         argv.push_back(nullptr);
         std::fflush(nullptr);
-        pid = ::fork();
+        pid = jail_opts ? jail::fork_in_new_pid_ns() : ::fork();
         if (pid < 0) throw_errno("starting the VMM process");
         if (pid == 0) {
             if (pty) {
@@ -174,22 +182,38 @@ pid_t create_container(const CreateOptions& o) {
         }
         ready_w.reset();
         pty.reset();
-        const std::string r = wait_ready(ready_r.get(), pid);
+        s.pid = pid;
+        if (auto ps = oci::read_proc_stat(pid)) s.pid_start_time = ps->start_time;
+        std::string r = wait_ready(ready_r.get(), pid);
+        bool hooks_run = false;
+        if (r == "netns") {
+            // The VMM has made its network namespace: the hooks configure it (Docker's
+            // libnetwork-setkey) before the VMM wires the guest's NIC to it.
+            const std::string hs = oci::hook_state_json(s);
+            run_hooks(plan.host_hooks.prestart, hs, "prestart");
+            run_hooks(plan.host_hooks.create_runtime, hs, "createRuntime");
+            hooks_run = true;
+            if (::send(ready_r.get(), "go\n", 3, MSG_NOSIGNAL) != 3)
+                throw_errno("resuming the VMM");
+            r = wait_ready(ready_r.get(), pid);
+        }
         if (r != "ok") throw std::runtime_error(r.rfind("error: ", 0) == 0 ? r.substr(7) : r);
 
         s.status = oci::Status::Created;
-        s.pid = pid;
-        if (auto ps = oci::read_proc_stat(pid)) s.pid_start_time = ps->start_time;
         s.vessel = {{"image", paths.image},          {"vsock", paths.vsock},
                     {"control", paths.control},      {"terminal", terminal},
                     {"memory_mib", plan.memory_mib}, {"vcpus", plan.vcpus}};
         lock.write(s);
-        const std::string hs = oci::hook_state_json(s);
-        run_hooks(plan.host_hooks.prestart, hs, "prestart");
-        run_hooks(plan.host_hooks.create_runtime, hs, "createRuntime");
+        if (!hooks_run) {
+            const std::string hs = oci::hook_state_json(s);
+            run_hooks(plan.host_hooks.prestart, hs, "prestart");
+            run_hooks(plan.host_hooks.create_runtime, hs, "createRuntime");
+        }
         if (!o.pid_file.empty()) write_file_atomic(absolute(o.pid_file), std::to_string(pid));
     } catch (...) {
         if (pid > 0) kill_and_reap(pid);
+        paths.remove_sock_dir();
+        if (jail_opts) jail::cleanup_container(o.id, bundle.spec.annotations);
         store.remove(std::move(lock));
         throw;
     }
@@ -207,7 +231,7 @@ void start_container(const std::string& id) {
         throw std::runtime_error("cannot start an already " + std::string(oci::status_name(st)) +
                                  " container");
     const std::string answer =
-        control_request(Paths::of(lock.dir()).control, "start", std::chrono::seconds(30));
+        control_request(Paths::of(lock.dir()).control, "start", std::chrono::seconds(120));
     if (answer != "ok")
         throw std::runtime_error(answer.rfind("error: ", 0) == 0 ? answer.substr(7) : answer);
     s.status = oci::Status::Running;
@@ -247,7 +271,10 @@ bool delete_container(const std::string& id, bool force) {
     } catch (const std::exception& e) {
         log_warning(e.what());
     }
+    if (std::string e = jail::cleanup_container(id, s.annotations); !e.empty()) log_warning(e);
+    const Paths paths = Paths::of(lock->dir());
     store.remove(std::move(*lock));
+    paths.remove_sock_dir();
     return true;
 }
 

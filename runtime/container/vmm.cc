@@ -2,6 +2,7 @@
 // runs the container's process through the guest agent and exits with its status.
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -11,6 +12,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iterator>
@@ -26,14 +28,18 @@
 #include "runtime/container/console.h"
 #include "runtime/container/container.h"
 #include "runtime/container/globals.h"
+#include "runtime/jail/jail.h"
 #include "runtime/network/attachment.h"
+#include "runtime/network/link.h"
 #include "virtio/attach.h"
 #include "virtio/block/device.h"
 #include "virtio/net/device.h"
 #include "virtio/vsock/cid.h"
 #include "virtio/vsock/device.h"
+#include "virtio/vsock/unix_backend.h"
 #include "vmm/fd.h"
 #include "vmm/machine.h"
+#include "vmm/seccomp.h"
 
 namespace vessel::container {
 namespace {
@@ -59,6 +65,22 @@ class Ready {
         ssize_t n = ::write(fd_.get(), l.data(), l.size());
         (void)n;
         fd_.reset();
+    }
+    // Sends `line` and waits for create's one-line reply ("" if create went away).
+    std::string exchange(const std::string& line) {
+        std::lock_guard<std::mutex> g(mu_);
+        const std::string l = line + "\n";
+        if (!fd_ || ::write(fd_.get(), l.data(), l.size()) != static_cast<ssize_t>(l.size()))
+            return "";
+        std::string reply;
+        char c = 0;
+        while (reply.size() < 256) {
+            const ssize_t n = ::read(fd_.get(), &c, 1);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0 || c == '\n') break;
+            reply += c;
+        }
+        return reply;
     }
 
   private:
@@ -107,8 +129,9 @@ void answer(int fd, const std::string& line) {
 }
 
 // Waits for "start" on the control socket. A signal before that stops the container the
-// way it would have stopped the process: with status 128+N. Returns that signal, or 0.
-int wait_for_start(int listener, const sigset_t& mask) {
+// way it would have stopped the process: with status 128+N. Returns that signal, or 0 with
+// the requester's connection in `starter`, answered once the process has started (or not).
+int wait_for_start(int listener, const sigset_t& mask, UniqueFd& starter) {
     UniqueFd sfd(::signalfd(-1, &mask, SFD_CLOEXEC));
     if (!sfd) throw_errno("signalfd");
     for (;;) {
@@ -127,7 +150,7 @@ int wait_for_start(int listener, const sigset_t& mask) {
             if (!c) continue;
             std::string req = read_request(c.get());
             if (req == "start") {
-                answer(c.get(), "ok");
+                starter = std::move(c);
                 return 0;
             }
             answer(c.get(), "error: unknown request '" + req + "'");
@@ -139,6 +162,9 @@ int wait_for_start(int listener, const sigset_t& mask) {
 
 int run_vmm(const VmmOptions& o) {
     Ready ready(o.ready_fd);
+    // Read before the jail scrubs the environment (docs/runtime.md).
+    const char* no_seccomp_env = std::getenv("VESSEL_NO_SECCOMP");
+    const bool no_seccomp = no_seccomp_env && *no_seccomp_env && std::strcmp(no_seccomp_env, "0");
     // Forwarded signals go to the container's process (or stop a container not yet
     // started): blocked before any thread exists, read from a signalfd.
     sigset_t mask;
@@ -150,7 +176,9 @@ int run_vmm(const VmmOptions& o) {
     std::optional<vmm::Machine> m;
     std::vector<network::NetAttachment> nets;
     std::optional<virtio::vsock::CidLease> cid;
-    UniqueFd listener, devnull;
+    UniqueFd listener, devnull, container_err;
+    std::optional<std::string> vsock_path;
+    std::optional<jail::Options> jail_opts;
     agent::ProcessSpec spec;
     try {
         oci::StateStore store = state_store();
@@ -159,6 +187,19 @@ int run_vmm(const VmmOptions& o) {
         const oci::Bundle bundle = oci::load_bundle(st.bundle);
         const oci::VmPlan plan = oci::plan_vm(bundle);
         spec = agent_spec(plan.process);
+        // The jail's cgroup first, so that guest memory is charged to it (runtime/jail).
+        jail_opts =
+            jail::container_options(o.id, bundle.spec.annotations, plan.memory_mib, plan.vcpus);
+        if (jail_opts) jail::begin(*jail_opts, {o.ready_fd});
+        // fds 0-2 are the container's stdio. The VMM's own diagnostics (device models write
+        // to stderr) must not land in the container's output: with --log (engines always
+        // pass one) and without --debug, fd 2 becomes /dev/null and the container's stderr
+        // is relayed from a copy.
+        if (!globals().log.empty() && !globals().debug) {
+            container_err = UniqueFd(::fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3));
+            UniqueFd null(::open("/dev/null", O_WRONLY | O_CLOEXEC));
+            if (container_err && null) ::dup2(null.get(), STDERR_FILENO);
+        }
 
         vmm::MachineConfig cfg;
         cfg.kernel = plan.kernel.empty() ? default_kernel() : plan.kernel;
@@ -178,11 +219,24 @@ int run_vmm(const VmmOptions& o) {
         while (cfg.initrd.size() % 4) cfg.initrd.push_back(0);
         cfg.initrd.insert(cfg.initrd.end(), run.begin(), run.end());
 
-        if (plan.network.mode == oci::NetworkMode::Join) {
+        std::string netns =
+            plan.network.mode == oci::NetworkMode::Join ? plan.network.netns_path : "";
+        if (plan.network.mode == oci::NetworkMode::New) {
+            // A namespace without a path (Docker before 28): ours, configured by the prestart
+            // hooks (libnetwork-setkey moves a veth into /proc/PID/ns/net) that create runs
+            // when told; the guest's NIC is then wired to what they put there, if anything.
+            if (::unshare(CLONE_NEWNET) != 0)
+                throw_errno("creating the container's network namespace");
+            if (ready.exchange("netns") != "go")
+                throw std::runtime_error("create did not run the prestart hooks");
+            for (const network::IfAddr& a : network::ipv4_addresses())
+                if (a.ifname != "lo") netns = "/proc/self/ns/net";
+        }
+        if (!netns.empty()) {
             network::AttachOptions ao;
             ao.label = o.id;
-            nets.push_back(network::NetAttachment::attach(
-                network::NetSpec::parse("netns=" + plan.network.netns_path), ao));
+            nets.push_back(
+                network::NetAttachment::attach(network::NetSpec::parse("netns=" + netns), ao));
             cfg.cmdline += " " + nets.front().kernel_ip_param("eth0");
         }
         // The guest's console: discarded (the process's stdio comes through the agent), or
@@ -194,13 +248,24 @@ int run_vmm(const VmmOptions& o) {
             cfg.console_fd = devnull.get();
         }
         cid = virtio::vsock::CidLease::acquire(vsock_runtime_dir());
+        if (!paths.sock_dir.empty()) {
+            ::mkdir((vsock_runtime_dir() + "/s").c_str(), 0700);
+            if (::mkdir(paths.sock_dir.c_str(), 0700) != 0 && errno != EEXIST)
+                throw_errno("creating the socket directory " + paths.sock_dir);
+        }
         ::unlink(paths.vsock.c_str());
         virtio::vsock::VsockOptions vo;
         vo.guest_cid = cid->cid();
+        vsock_path = paths.vsock;
         vo.uds_path = paths.vsock;
         auto vsock = std::make_shared<virtio::vsock::VsockDevice>(vo);
         listener = listen_unix(paths.control);
         cfg.stop_on_signals = false;
+        cfg.seccomp = !no_seccomp;
+        if (no_seccomp)
+            log_warning("container " + o.id +
+                        ": VESSEL_NO_SECCOMP: the VMM's threads run without seccomp filters "
+                        "(debugging only)");
 
         m.emplace(std::move(cfg));
         virtio::block::BlockDeviceOptions bo;
@@ -223,21 +288,27 @@ int run_vmm(const VmmOptions& o) {
         log_debug("container " + o.id + ": VMM " + std::to_string(::getpid()) + " booting " +
                   std::to_string(plan.memory_mib) + " MiB, " + std::to_string(plan.vcpus) +
                   " vCPU");
+        if (jail_opts)  // everything is open; no thread runs yet
+            jail::enter(*jail_opts,
+                        jail::vm_exposures(plan.kernel.empty() ? default_kernel() : plan.kernel,
+                                           default_initrd(), {{paths.image, !plan.rootfs_readonly}},
+                                           paths.vsock));
     } catch (const std::exception& e) {
         ready.send(std::string("error: ") + e.what());
         return 1;
     }
 
-    const std::string vsock_path = Paths::of(state_store().container_dir(o.id)).vsock;
     std::atomic<bool> done{false};
     std::thread control([&] {
+        vmm::seccomp::enter(vmm::seccomp::Role::AgentControl);
         std::optional<RawTerminal> raw;
         try {
-            UniqueFd conn = agent::connect_vsock_uds(vsock_path, guest::kDefaultAgentPort,
+            UniqueFd conn = agent::connect_vsock_uds(*vsock_path, guest::kDefaultAgentPort,
                                                      std::chrono::seconds(300));
             auto client = std::make_unique<agent::Client>(std::move(conn));
             ready.send("ok");
-            int sig = wait_for_start(listener.get(), mask);
+            UniqueFd starter;
+            int sig = wait_for_start(listener.get(), mask, starter);
             listener.reset();
             if (sig != 0) {
                 client->shutdown(128 + sig);
@@ -246,8 +317,26 @@ int run_vmm(const VmmOptions& o) {
                 agent::RunOptions ro;
                 ro.forward_signals = forwarded_signals();
                 if (spec.tty && ::isatty(STDIN_FILENO)) ro.winsize_fd = STDIN_FILENO;
-                agent::ExitStatus es =
-                    agent::run(*client, spec, STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO, ro);
+                // `start` answers once the process runs, and fails as runc's does when it
+                // cannot be executed; the container then stops with the shell's 127/126.
+                ro.on_started = [&] {
+                    answer(starter.get(), "ok");
+                    starter.reset();
+                };
+                ro.throw_exec_failure = true;
+                agent::ExitStatus es;
+                try {
+                    es = agent::run(*client, spec, STDIN_FILENO, STDOUT_FILENO,
+                                    container_err ? container_err.get() : STDERR_FILENO, ro);
+                } catch (const agent::AgentError& e) {
+                    if (e.code() != "exec_failed") throw;
+                    const bool not_found = e.stage() == "exec" && e.error_number() == ENOENT;
+                    answer(starter.get(), not_found ? "error: exec: \"" + spec.argv[0] +
+                                                          "\": executable file not found in $PATH"
+                                                    : std::string("error: ") + e.what());
+                    starter.reset();
+                    es.status = not_found ? 127 : 126;
+                }
                 client->shutdown(es.status);
             }
         } catch (const std::exception& e) {
@@ -276,6 +365,7 @@ int run_vmm(const VmmOptions& o) {
         ::_exit(status);
     }
     control.join();
+    if (jail_opts) jail::exit_jailed(status);  // host-side teardown is delete's
     return status;
 }
 

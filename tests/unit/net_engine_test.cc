@@ -6,8 +6,12 @@
 #include <poll.h>
 #include <sys/socket.h>
 
+#include <fcntl.h>
+
+#include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <thread>
 #include <memory>
 #include <string>
 #include <vector>
@@ -39,14 +43,18 @@ bool completion_fd_readable(IoEngine& e, int ms) {
 class MessageTest : public ::testing::TestWithParam<std::string> {
   protected:
     void SetUp() override {
-        if (GetParam() == "io_uring" && !probe_io_uring().ok)
-            GTEST_SKIP() << probe_io_uring().reason;
+        const bool uring = GetParam().rfind("io_uring", 0) == 0;
+        if (uring && !probe_io_uring().ok) GTEST_SKIP() << probe_io_uring().reason;
         int sv[2];
         ASSERT_EQ(::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sv), 0);
-        dev_ = UniqueFd(sv[0]);  // the engine's file: blocking, like a tap
+        dev_ = UniqueFd(sv[0]);  // the engine's file
         peer_ = UniqueFd(sv[1]);
+        // The tap is O_NONBLOCK: io_uring then hands -EAGAIN back instead of waiting itself.
+        if (GetParam().ends_with("nonblock")) {
+            ASSERT_EQ(::fcntl(dev_.get(), F_SETFL, O_RDWR | O_NONBLOCK), 0);
+        }
         int fds[] = {dev_.get()};
-        if (GetParam() == "io_uring")
+        if (uring)
             engine_ = std::make_unique<UringEngine>(16, fds);
         else
             engine_ = std::make_unique<SyncEngine>(fds);
@@ -187,6 +195,34 @@ TEST_P(MessageTest, DestructorCancelsPendingReads) {
     EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(2));
 }
 
+// Reads that find no datagram keep waiting in the kernel: datagrams trickling in one at a time
+// long after the submit are each read once, with no new submit.
+TEST_P(MessageTest, ReadsThatMissADatagramKeepWaiting) {
+    constexpr int kReads = 4;
+    std::vector<std::vector<uint8_t>> bufs(kReads, std::vector<uint8_t>(256));
+    std::vector<iovec> iov(kReads);
+    for (int i = 0; i < kReads; ++i) {
+        iov[i] = {bufs[i].data(), bufs[i].size()};
+        engine_->submit(read_op(iov[i]), i);
+    }
+    engine_->commit();
+    std::vector<Completion> all;
+    for (int i = 0; i < kReads; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        EXPECT_EQ(engine_->in_flight(), static_cast<size_t>(kReads - i));
+        send(dgram(40 + i, static_cast<uint8_t>(i)));
+        auto c = reap_n(*engine_, 1);
+        ASSERT_EQ(c.size(), 1u);
+        EXPECT_EQ(c[0].result, 40 + i);
+        all.push_back(c[0]);
+    }
+    EXPECT_EQ(engine_->in_flight(), 0u);
+    std::vector<int> cookies;
+    for (const Completion& c : all) cookies.push_back(static_cast<int>(c.cookie));
+    std::sort(cookies.begin(), cookies.end());
+    EXPECT_EQ(cookies, (std::vector<int>{0, 1, 2, 3}));
+}
+
 // Errors are results: a write to a socket whose peer is gone.
 TEST_P(MessageTest, ErrorsAreCompletions) {
     peer_.reset();
@@ -202,9 +238,11 @@ TEST_P(MessageTest, ErrorsAreCompletions) {
     EXPECT_LT(c[0].result, 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Engines, MessageTest, ::testing::Values("io_uring", "sync"),
+INSTANTIATE_TEST_SUITE_P(Engines, MessageTest,
+                         ::testing::Values("io_uring", "sync", "io_uring-nonblock", "sync-nonblock"),
                          [](const auto& info) {
-                             return info.param == "io_uring" ? "Uring" : "Sync";
+                             std::string n = info.param.rfind("io_uring", 0) == 0 ? "Uring" : "Sync";
+                             return info.param.ends_with("nonblock") ? n + "NonBlocking" : n;
                          });
 
 // The probe covers the cancel opcode, so a ring that passes it can always cancel.

@@ -8,6 +8,7 @@
 #include <cstdio>
 
 #include "vmm/eventfd.h"
+#include "vmm/seccomp.h"
 
 namespace vessel::virtio::block {
 
@@ -32,7 +33,7 @@ BlockDevice::BlockDevice(BlockDeviceOptions opts)
       kick_(make_eventfd("creating the virtio-blk kick eventfd")),
       stop_(make_eventfd("creating the virtio-blk stop eventfd")) {
     int fds[] = {disk_.fd()};
-    EngineChoice e = make_engine(opts.engine, queue_size_, fds);
+    EngineChoice e = make_engine(opts.engine, queue_size_, fds, io::EngineUse::Files);
     engine_ = std::move(e.engine);
     engine_reason_ = "virtio-block " + disk_.path() + ": " + e.reason;
 }
@@ -68,7 +69,7 @@ bool BlockDevice::activate(const vmm::GuestMemory& mem, std::span<Queue* const> 
     core_ = std::make_unique<BlockCore>(mem, disk_, *engine_, o);
     drain(kick_.get());
     drain(stop_.get());
-    thread_ = std::thread([this] { run(); });
+    thread_ = vmm::seccomp::spawn(vmm::seccomp::Role::BlockIo, [this] { run(); });
     return true;
 }
 

@@ -35,7 +35,8 @@ UringSupport probe_io_uring() {
     return s;
 }
 
-EngineChoice make_engine(EnginePreference pref, unsigned queue_depth, std::span<const int> files) {
+EngineChoice make_engine(EnginePreference pref, unsigned queue_depth, std::span<const int> files,
+                         EngineUse use) {
     if (pref == EnginePreference::Sync)
         return {std::make_unique<SyncEngine>(files), "sync: requested"};
     UringSupport s = probe_io_uring();
@@ -46,7 +47,7 @@ EngineChoice make_engine(EnginePreference pref, unsigned queue_depth, std::span<
         return {std::make_unique<SyncEngine>(files), "sync: " + s.reason};
     }
     try {
-        auto e = std::make_unique<UringEngine>(queue_depth, files);
+        auto e = std::make_unique<UringEngine>(queue_depth, files, use);
         std::string why = "io_uring: ring of " + std::to_string(e->ring_entries()) + " entries, " +
                           std::to_string(files.size()) + " registered file(s)";
         return {std::move(e), std::move(why)};

@@ -82,6 +82,10 @@ class IoEngine {
 
 enum class EnginePreference { Auto, IoUring, Sync };
 
+// What a device does with its engine: file I/O at offsets (virtio-blk) or datagrams
+// (Op::message: virtio-net). An io_uring engine's ring allows only the opcodes of its use.
+enum class EngineUse : uint8_t { Files = 1, Messages = 2, Both = 3 };
+
 struct EngineChoice {
     std::unique_ptr<IoEngine> engine;
     std::string reason;  // one line for the log: what was picked and why
@@ -98,6 +102,7 @@ UringSupport probe_io_uring();
 // (more are queued in user space). Auto picks io_uring when probe_io_uring() succeeds and the
 // ring can be set up, else the sync engine. IoUring throws std::system_error when io_uring is
 // unusable; set-up errors of the chosen engine throw std::system_error.
-EngineChoice make_engine(EnginePreference pref, unsigned queue_depth, std::span<const int> files);
+EngineChoice make_engine(EnginePreference pref, unsigned queue_depth, std::span<const int> files,
+                         EngineUse use = EngineUse::Both);
 
 }  // namespace vessel::virtio::io

@@ -2,7 +2,10 @@
 
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <poll.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -17,6 +20,8 @@ constexpr uint8_t kMaxRetries = 8;
 constexpr unsigned kMaxEntries = 4096;
 // user_data of cancel SQEs; records are indexed from 0 and never get near it.
 constexpr uint64_t kCancelTag = ~0ull;
+// user_data bit of the POLL_ADD in front of a message op (the record index in the low bits).
+constexpr uint64_t kPollTag = 1ull << 63;
 // "The file's current position" for readv/writev (IORING_FEAT_RW_CUR_POS, 5.6+).
 constexpr uint64_t kCurrentPos = ~0ull;
 
@@ -27,6 +32,34 @@ int fallocate_mode(OpKind kind, bool punch) {
 
 }  // namespace
 
+int restrict_ring(io_uring* ring, EngineUse use) {
+    const auto bits = static_cast<uint8_t>(use);
+    std::vector<io_uring_restriction> res;
+    auto add = [&](uint16_t kind, uint8_t value) {
+        io_uring_restriction r{};
+        r.opcode = kind;
+        r.sqe_op = value;  // a union with register_op and sqe_flags
+        res.push_back(r);
+    };
+    for (const UringOpcode& op : kUringOpcodes)
+        if (op.uses & bits) add(IORING_RESTRICTION_SQE_OP, op.op);
+    // Registered files only: an SQE naming a raw fd is refused.
+    add(IORING_RESTRICTION_SQE_FLAGS_REQUIRED, IOSQE_FIXED_FILE);
+    // Message reads wait behind a linked poll.
+    if (bits & kUseMessages) add(IORING_RESTRICTION_SQE_FLAGS_ALLOWED, IOSQE_IO_LINK);
+    // ~Ring drops the files synchronously; nothing else is registered once enabled.
+    add(IORING_RESTRICTION_REGISTER_OP, IORING_UNREGISTER_FILES);
+    // liburing 2.3 declares io_uring_register_restrictions and io_uring_enable_rings but its
+    // shared library does not export them: issue the two registrations directly.
+    auto reg = [ring](unsigned op, void* arg, unsigned n) -> int {
+        long r = ::syscall(__NR_io_uring_register, ring->ring_fd, op, arg, n);
+        return r < 0 ? -errno : 0;
+    };
+    int r = reg(IORING_REGISTER_RESTRICTIONS, res.data(), static_cast<unsigned>(res.size()));
+    if (r < 0) return r;
+    return reg(IORING_REGISTER_ENABLE_RINGS, nullptr, 0);
+}
+
 UringEngine::Ring::~Ring() {
     // The kernel frees a ring asynchronously after io_uring_queue_exit, and until then its
     // registered files stay open: with them an image's flock, or a tap that should vanish with
@@ -36,11 +69,12 @@ UringEngine::Ring::~Ring() {
 }
 
 UringEngine::Ring::Ring(unsigned entries) {
-    int r = io_uring_queue_init(entries, &ring_, 0);
+    // Disabled until the engine has registered its files and restricted it.
+    int r = io_uring_queue_init(entries, &ring_, IORING_SETUP_R_DISABLED);
     if (r < 0) throw_errno("creating an io_uring of " + std::to_string(entries) + " entries", -r);
 }
 
-UringEngine::UringEngine(unsigned entries, std::span<const int> files)
+UringEngine::UringEngine(unsigned entries, std::span<const int> files, EngineUse use)
     : event_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)),
       ring_(std::clamp(entries, 1u, kMaxEntries)) {
     if (!event_) throw_errno("creating the io_uring completion eventfd");
@@ -53,6 +87,8 @@ UringEngine::UringEngine(unsigned entries, std::span<const int> files)
     nfiles_ = static_cast<uint32_t>(files.size());
     int r = io_uring_register_eventfd(ring_.get(), event_.get());
     if (r < 0) throw_errno("registering the io_uring completion eventfd", -r);
+    r = restrict_ring(ring_.get(), use);
+    if (r < 0) throw_errno("restricting the io_uring to the device's opcodes and files", -r);
     recs_.reserve(capacity_);
 }
 
@@ -102,6 +138,7 @@ void UringEngine::submit(const Op& op, uint64_t cookie) {
     r.retries = 0;
     r.punch = false;
     r.message = op.message && (op.kind == OpKind::Read || op.kind == OpKind::Write);
+    r.poll = r.message && op.kind == OpKind::Read;
     r.in_kernel = false;
     if (!waiting_.empty() || !prep(i)) {
         ++stats_.deferred;
@@ -113,10 +150,22 @@ void UringEngine::submit(const Op& op, uint64_t cookie) {
 // kernel (the caller queues it).
 bool UringEngine::prep(uint32_t rec) {
     if (kernel_ops_ >= capacity_) return false;
-    io_uring_sqe* sqe = io_uring_get_sqe(ring_.get());
-    if (!sqe) return false;
     Record& r = recs_[rec];
     const int fd = static_cast<int>(r.file);  // index into the registered files
+    if (r.poll) {
+        if (io_uring_sq_space_left(ring_.get()) < 2) return false;
+        io_uring_sqe* p = io_uring_get_sqe(ring_.get());
+        // Exclusive for reads: a frame wakes one waiting read, not every armed one.
+        const unsigned events =
+            r.kind == OpKind::Read ? POLLIN | EPOLLEXCLUSIVE : static_cast<unsigned>(POLLOUT);
+        io_uring_prep_poll_add(p, fd, events);
+        // No IOSQE_CQE_SKIP_SUCCESS: measured on 6.18, a cancelled poll carrying it takes the
+        // -ECANCELED CQE of its linked op with it, and cancel_all() waits for that CQE.
+        p->flags |= IOSQE_FIXED_FILE | IOSQE_IO_LINK;
+        io_uring_sqe_set_data64(p, kPollTag | rec);
+    }
+    io_uring_sqe* sqe = io_uring_get_sqe(ring_.get());
+    if (!sqe) return false;
     const uint64_t pos = r.message ? kCurrentPos : r.offset + r.done;
     switch (r.kind) {
         case OpKind::Read:
@@ -179,6 +228,13 @@ void UringEngine::on_cqe(uint32_t rec, int res, std::vector<Completion>& out) {
     if (rec >= recs_.size()) return;  // cannot happen: user_data is always a record index
     Record& r = recs_[rec];
     r.in_kernel = false;
+    if (res == -EAGAIN && r.message) {
+        // Nothing to read (another read took the frame) or no room to write: wait for it.
+        ++stats_.rearmed;
+        r.poll = true;
+        if (!prep(rec)) waiting_.push_front(rec);
+        return;
+    }
     if ((res == -EAGAIN || res == -EINTR) && r.retries < kMaxRetries) {
         ++r.retries;
         return resubmit(rec);
@@ -225,9 +281,9 @@ size_t UringEngine::reap(std::vector<Completion>& out) {
     io_uring_for_each_cqe(ring_.get(), head, cqe) {
         if (cqe->user_data == kCancelTag) {
             --cancels_;
-        } else {
+        } else if (!(cqe->user_data & kPollTag)) {
             on_cqe(static_cast<uint32_t>(cqe->user_data), cqe->res, out);
-        }
+        }  // a poll's CQE: its linked op reports the outcome
         ++n;
     }
     io_uring_cq_advance(ring_.get(), n);
@@ -267,6 +323,16 @@ void UringEngine::cancel_all() {
         io_uring_sqe_set_data64(sqe, kCancelTag);
         ++cancels_;
         ++stats_.cancelled;
+        if (recs_[i].poll) {
+            // An op still behind its poll is not findable itself: cancelling the poll fails
+            // the link, and the op completes with -ECANCELED.
+            io_uring_sqe* psqe = sqe_for_cancel();
+            if (!psqe) break;
+            io_uring_prep_cancel64(psqe, kPollTag | i, 0);
+            psqe->flags |= IOSQE_FIXED_FILE;
+            io_uring_sqe_set_data64(psqe, kCancelTag);
+            ++cancels_;
+        }
     }
     drain_kernel();
     for (uint32_t i = 0; i < recs_.size(); ++i)
@@ -286,7 +352,7 @@ void UringEngine::drain_kernel() {
         io_uring_for_each_cqe(ring_.get(), head, cqe) {
             if (cqe->user_data == kCancelTag) {
                 if (cancels_ > 0) --cancels_;
-            } else {
+            } else if (!(cqe->user_data & kPollTag)) {
                 if (kernel_ops_ > 0) --kernel_ops_;
                 if (cqe->user_data < recs_.size()) recs_[cqe->user_data].in_kernel = false;
             }

@@ -16,13 +16,22 @@
 // -ENOMEM), the queued SQEs stay in the ring and the engine writes its own eventfd so the I/O
 // thread comes back and retries from reap().
 //
-// Packet reads: the tap stays blocking (see virtio/net/tap.h), so Linux 6.1 serves its
-// reads and writes from io-wq worker threads; an O_NONBLOCK tap was tried and stalled TCP.
+// Message ops on pollable files (the tap, which is O_NONBLOCK so the kernel tries them inline):
+// a read goes in as IORING_OP_POLL_ADD(POLLIN | EPOLLEXCLUSIVE) linked to its READV, so it waits
+// in the kernel for a frame and one frame wakes one read, not all of them; a write is tried
+// inline and, on -EAGAIN, goes again behind a POLLOUT poll. -EAGAIN of a message op (another
+// read took the frame) re-arms it without a retry limit: it is a wait, not an error. With a
+// blocking fd io_uring would hand every such op to an io-wq worker thread (Linux 6.1's tun has
+// no FMODE_NOWAIT), and a non-blocking fd without the poll returns -EAGAIN to us at once.
 //
-// Restriction (a later issue): the ring only ever uses the opcodes in kUringOpcodes and
-// IOSQE_FIXED_FILE (set on cancels too, where the kernel ignores it), so it can be created
-// with IORING_SETUP_R_DISABLED, restricted with IORING_RESTRICTION_SQE_OP for each of
-// kUringOpcodes plus IORING_RESTRICTION_SQE_FLAGS_REQUIRED(IOSQE_FIXED_FILE), and then enabled.
+// Restriction: io_uring submissions bypass seccomp, so every ring is created disabled
+// (IORING_SETUP_R_DISABLED), restricted (IORING_REGISTER_RESTRICTIONS) and only then enabled:
+// the opcodes of kUringOpcodes that its EngineUse needs (files: READV, WRITEV, FSYNC,
+// FALLOCATE, ASYNC_CANCEL; messages: READV, WRITEV, POLL_ADD, ASYNC_CANCEL), every SQE with
+// IOSQE_FIXED_FILE (set on cancels too, where the kernel ignores it) so only the registered
+// files are reachable, IOSQE_IO_LINK besides only for message rings (the polls), and of the
+// register operations only IORING_UNREGISTER_FILES (the destructor's). Anything else
+// completes with -EACCES.
 #pragma once
 
 #include <liburing.h>
@@ -40,15 +49,24 @@ namespace vessel::virtio::io {
 struct UringOpcode {
     uint8_t op;
     const char* name;
+    uint8_t uses;  // EngineUse bits of the rings that may issue it
 };
-// Every opcode the engine issues: the probe checks them, the restriction list will allow them.
-inline constexpr std::array<UringOpcode, 5> kUringOpcodes = {{
-    {IORING_OP_READV, "IORING_OP_READV"},
-    {IORING_OP_WRITEV, "IORING_OP_WRITEV"},
-    {IORING_OP_FSYNC, "IORING_OP_FSYNC"},
-    {IORING_OP_FALLOCATE, "IORING_OP_FALLOCATE"},
-    {IORING_OP_ASYNC_CANCEL, "IORING_OP_ASYNC_CANCEL"},
+constexpr uint8_t kUseFiles = static_cast<uint8_t>(EngineUse::Files);
+constexpr uint8_t kUseMessages = static_cast<uint8_t>(EngineUse::Messages);
+// Every opcode the engine issues: the probe checks them, each ring's restriction allows those
+// of its use. The one list of io_uring opcodes in vessel.
+inline constexpr std::array<UringOpcode, 6> kUringOpcodes = {{
+    {IORING_OP_READV, "IORING_OP_READV", kUseFiles | kUseMessages},
+    {IORING_OP_WRITEV, "IORING_OP_WRITEV", kUseFiles | kUseMessages},
+    {IORING_OP_FSYNC, "IORING_OP_FSYNC", kUseFiles},
+    {IORING_OP_FALLOCATE, "IORING_OP_FALLOCATE", kUseFiles},
+    {IORING_OP_ASYNC_CANCEL, "IORING_OP_ASYNC_CANCEL", kUseFiles | kUseMessages},
+    {IORING_OP_POLL_ADD, "IORING_OP_POLL_ADD", kUseMessages},
 }};
+
+// Restricts a ring created with IORING_SETUP_R_DISABLED to what `use` needs (see above) and
+// enables it. Returns 0 or -errno.
+int restrict_ring(io_uring* ring, EngineUse use);
 
 class UringEngine final : public IoEngine {
   public:
@@ -59,10 +77,12 @@ class UringEngine final : public IoEngine {
         uint64_t zero_range_fallbacks = 0;  // WriteZeroes done as a punched hole
         uint64_t enter_failures = 0;        // io_uring_enter errors (retried)
         uint64_t cancelled = 0;             // operations dropped by cancel_all()
+        uint64_t rearmed = 0;               // message ops that found nothing and wait again
     };
 
     // Throws std::system_error (with errno and the step) when the ring cannot be set up.
-    UringEngine(unsigned entries, std::span<const int> files);
+    // `use` decides what the ring's restriction allows (see above).
+    UringEngine(unsigned entries, std::span<const int> files, EngineUse use = EngineUse::Both);
     // Cancels what can be cancelled and waits for the rest: operations in the kernel point
     // into memory the caller may free.
     ~UringEngine() override;
@@ -93,6 +113,7 @@ class UringEngine final : public IoEngine {
         uint8_t retries = 0;
         bool punch = false;      // WriteZeroes fell back to PUNCH_HOLE
         bool message = false;    // Op::message
+        bool poll = false;       // message op: goes in behind a linked POLL_ADD
         bool in_kernel = false;  // holds an SQE (prepared or submitted)
         bool live = false;       // allocated (not on the free list)
     };

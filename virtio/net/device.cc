@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "vmm/eventfd.h"
+#include "vmm/seccomp.h"
 
 namespace vessel::virtio::net {
 
@@ -54,7 +55,8 @@ NetDevice::NetDevice(NetDeviceOptions opts)
       rx_mem_(rx_reads_ * kRxBufSize),
       rx_slots_(rx_reads_) {
     int fds[] = {tap_.fd()};
-    io::EngineChoice e = io::make_engine(opts.engine, rx_reads_ + queue_size_, fds);
+    io::EngineChoice e =
+        io::make_engine(opts.engine, rx_reads_ + queue_size_, fds, io::EngineUse::Messages);
     engine_ = std::move(e.engine);
     engine_reason_ = "virtio-net " + tap_.name() + ": " + e.reason;
     for (size_t i = 0; i < rx_slots_.size(); ++i)
@@ -164,7 +166,7 @@ bool NetDevice::activate(const vmm::GuestMemory& mem, std::span<Queue* const> qu
     drain(rx_kick_.get());
     drain(tx_kick_.get());
     drain(stop_.get());
-    thread_ = std::thread([this] { run(); });
+    thread_ = vmm::seccomp::spawn(vmm::seccomp::Role::NetIo, [this] { run(); });
     std::lock_guard l(cfg_mu_);
     cfg_irq_ = &irq;
     return true;

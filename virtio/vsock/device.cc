@@ -10,6 +10,7 @@
 #include <system_error>
 
 #include "vmm/eventfd.h"
+#include "vmm/seccomp.h"
 
 namespace vessel::virtio::vsock {
 
@@ -84,7 +85,7 @@ bool VsockDevice::activate(const vmm::GuestMemory& mem, std::span<Queue* const> 
     irq_ = &irq;
     drain(kick_.get());
     drain(stop_.get());
-    thread_ = std::thread([this] { run(); });
+    thread_ = vmm::seccomp::spawn(vmm::seccomp::Role::VsockIo, [this] { run(); });
     return true;
 }
 

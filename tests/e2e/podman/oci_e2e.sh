@@ -58,6 +58,12 @@ check run-status 3 "$rc"
 check run-stdout out "$out"
 check run-stderr err "$(cat "$work/err")"
 check run-leaves-nothing "" "$(v list -q)"
+# Docker's --root and 64-character ids make socket paths longer than sockaddr_un holds.
+long_root=$work/$(printf 'r%.0s' {1..60})/state
+long_id=$(printf 'c%.0s' {1..64})
+out=$("$vessel" --root "$long_root" run -b "$work/b1" "$long_id" 2>"$work/err"); rc=$?
+check long-socket-paths "3:out" "$rc:$out"
+check long-socket-dir-removed "" "$(ls "${VESSEL_RUNTIME_DIR:-/run/vessel}/s" 2>/dev/null)"
 
 mkbundle "$work/b2" "c['process']['args'] = ['sh', '-c', 'trap \"echo got TERM; exit 7\" TERM; echo started; while :; do sleep 0.1; done']"
 v create -b "$work/b2" --pid-file "$work/pid" c2 </dev/null >"$work/c2.out" 2>"$work/c2.err"
@@ -78,6 +84,13 @@ v pause c2; check pause 0 "$?"
 check state-paused paused "$(v state c2 | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])')"
 v resume c2; check resume 0 "$?"
 v events --stats c2 | grep -q '"type":"stats"' && ok events-stats || bad events-stats "no stats"
+# Without --stats, events streams a stats event every --interval, as runc's does (runc side
+# by side on the same bundle).
+count_stats() { timeout 60 "$@" | head -2 | python3 -c 'import json,sys; print(sum(json.loads(l)["type"] == "stats" for l in sys.stdin))'; }
+check events-stream 2 "$(count_stats "$vessel" --root "$root" events --interval 1s c2)"
+runc --root "$work/runc" run -d -b "$work/b2" rc2 </dev/null >/dev/null 2>&1
+check "events-stream (runc)" 2 "$(count_stats runc --root "$work/runc" events --interval 1s rc2)"
+runc --root "$work/runc" delete -f rc2
 check ps-json "[$pid]" "$(v ps --format json c2)"
 check exec "hi from exec" "$(v exec c2 echo hi from exec)"
 v exec c2 sh -c 'exit 5'; check exec-status 5 "$?"
@@ -99,6 +112,13 @@ v delete --force c3; check delete-force 0 "$?"
 alive "$pid" && bad delete-force-kills-vmm "VMM $pid alive" || ok delete-force-kills-vmm
 check delete-force-removes-state "" "$(ls "$root")"
 
+# start answers once the process runs: a missing binary fails start, as runc fails.
+mkbundle "$work/b6" "c['process']['args'] = ['/nosuch']"
+v create -b "$work/b6" c6 </dev/null >/dev/null 2>&1
+v start c6 2>"$work/err"; rc=$?
+check start-missing-binary '1:vessel: exec: "/nosuch": executable file not found in $PATH' "$rc:$(cat "$work/err")"
+v delete --force c6
+
 mkbundle "$work/b4" "c['process']['args'] = ['sh', '-c', 'grep MemTotal /proc/meminfo; nproc 2>/dev/null || grep -c ^processor /proc/cpuinfo']; c['linux']['resources'] = {'memory': {'limit': 268435456}}"
 mem=$(v run -b "$work/b4" r4 | awk '/MemTotal/ {print $2}')
 if [[ -n $mem && $mem -gt 200000 && $mem -le 262144 ]]; then ok memory-limit; else bad memory-limit "MemTotal '$mem' kB"; fi
@@ -118,6 +138,19 @@ pm() {
         --events-backend file "$@"
 }
 tar -C "$rootfs" -c . | pm import - localhost/busybox:e2e >/dev/null || { bad podman-import "failed"; exit 1; }
+# The debootstrapped Debian image, made on the host by tests/e2e/images/make-debian.sh (ctest
+# runs it first as the fixture oci_debian_image; the harness has no network to make it).
+debian_tar=${VESSEL_CACHE:-/var/cache/vessel}/images/debian-bookworm.tar
+debian=""
+if [[ -s $debian_tar ]]; then
+    pm import "$debian_tar" localhost/debian:e2e >/dev/null && debian=localhost/debian:e2e ||
+        bad podman-import-debian "failed"
+else
+    bad debian-image "$debian_tar missing: run tests/e2e/images/make-debian.sh on the host"
+fi
+pty_session=$(dirname "$(realpath "$0")")/pty_session.py
+# Prints the last number a detached counter container wrote to its log.
+last_count() { pm logs "$1" 2>/dev/null | tail -1; }
 for rt in runc "$vessel"; do
     n=$(basename "$rt")
     r=(--runtime "$rt")
@@ -127,6 +160,9 @@ for rt in runc "$vessel"; do
     out=$(pm "${r[@]}" run --rm localhost/busybox:e2e sh -c 'echo o; echo e >&2' 2>"$work/err")
     check "podman[$n] stdout" o "$out"
     check "podman[$n] stderr" e "$(cat "$work/err")"
+    pm "${r[@]}" run --rm localhost/busybox:e2e /nosuch 2>"$work/err"; rc=$?
+    grep -qi "not found\|no such file" "$work/err" && m=message || m="$(cat "$work/err")"
+    check "podman[$n] missing binary" "127:message" "$rc:$m"
     cid=$(pm "${r[@]}" run -d localhost/busybox:e2e sh -c 'trap "exit 0" TERM; while :; do sleep 0.1; done')
     check "podman[$n] run -d" 0 "$?"
     check "podman[$n] ps" running "$(pm inspect -f '{{.State.Status}}' "$cid" 2>&1)"
@@ -146,10 +182,51 @@ for rt in runc "$vessel"; do
     # -t: the pty's master goes to conmon through --console-socket.
     out=$(pm "${r[@]}" run --rm -t localhost/busybox:e2e sh -c 'test -t 0 && echo tty' 2>&1 | tr -d '\r')
     check "podman[$n] run -t" tty "$out"
-    mem=$(pm "${r[@]}" run --rm --memory 256m localhost/busybox:e2e sh -c 'if [ -e /sys/fs/cgroup/memory.max ]; then echo $(($(cat /sys/fs/cgroup/memory.max) / 1024)); else awk "/MemTotal/ {print \$2}" /proc/meminfo; fi' 2>&1)
+    mem=$(pm "${r[@]}" run --rm --memory 256m localhost/busybox:e2e sh -c 'if [ -e /sys/fs/cgroup/memory.max ]; then echo $(($(cat /sys/fs/cgroup/memory.max) / 1024)); else awk "/MemTotal/ {print \$2}" /proc/meminfo; fi' 2>"$work/err")
     if [[ $mem =~ ^[0-9]+$ && $mem -le 262144 && $mem -gt 200000 ]]; then ok "podman[$n] --memory 256m"; else bad "podman[$n] --memory 256m" "'$mem'"; fi
     addr=$(pm "${r[@]}" run --rm --network bridge localhost/busybox:e2e sh -c "ip -4 -o addr show eth0 | awk '{print \$4}'" 2>&1)
     [[ $addr == 10.88.* ]] && ok "podman[$n] network address $addr" || bad "podman[$n] network" "'$addr'"
+    # -it: a shell at a real terminal (the test's own pty) evaluates typed input.
+    out=$("$pty_session" podman --root /var/lib/containers/vessel-e2e --runroot /run/vessel-e2e \
+        --cgroup-manager cgroupfs --events-backend file "${r[@]}" run --rm -it localhost/busybox:e2e sh)
+    rc=$?
+    [[ $rc == 3 && $out == *42* ]] && ok "podman[$n] run -it" ||
+        bad "podman[$n] run -it" "status $rc, terminal: $(echo "$out" | tr '\n' '|')"
+    cid=$(pm "${r[@]}" run -d localhost/busybox:e2e sh -c 'i=0; while :; do i=$((i + 1)); echo $i; sleep 0.2; done')
+    out=$(pm exec -t "$cid" sh -c 'test -t 0 && echo tty' 2>&1 | tr -d '\r')
+    check "podman[$n] exec -t" tty "$out"
+    out=$("$pty_session" podman --root /var/lib/containers/vessel-e2e --runroot /run/vessel-e2e \
+        --cgroup-manager cgroupfs --events-backend file exec -it "$cid" sh)
+    rc=$?
+    [[ $rc == 3 && $out == *42* ]] && ok "podman[$n] exec -it" ||
+        bad "podman[$n] exec -it" "status $rc, terminal: $(echo "$out" | tr '\n' '|')"
+    # pause: the counter stops while paused and goes on after unpause.
+    for _ in $(seq 100); do [[ $(last_count "$cid") -ge 2 ]] && break; sleep 0.2; done
+    pm pause "$cid" >/dev/null; check "podman[$n] pause" 0 "$?"
+    check "podman[$n] paused state" paused "$(pm inspect -f '{{.State.Status}}' "$cid")"
+    sleep 1; a=$(last_count "$cid"); sleep 3; b=$(last_count "$cid")
+    [[ -n $a && $a == "$b" ]] && ok "podman[$n] no progress while paused ($a)" ||
+        bad "podman[$n] paused counter" "'$a' then '$b'"
+    pm unpause "$cid" >/dev/null; check "podman[$n] unpause" 0 "$?"
+    check "podman[$n] running again" running "$(pm inspect -f '{{.State.Status}}' "$cid")"
+    for _ in $(seq 150); do [[ $(last_count "$cid") -gt ${b:-0} ]] && break; sleep 0.2; done
+    c=$(last_count "$cid")
+    [[ -n $c && $c -gt ${b:-0} ]] && ok "podman[$n] progress after unpause ($b -> $c)" ||
+        bad "podman[$n] counter after unpause" "'$b' then '$c'"
+    pm rm -f -t 0 "$cid" >/dev/null
+    # A debootstrapped Debian: its files, dpkg's database, apt, and the exit status.
+    if [[ -n $debian ]]; then
+        out=$(pm "${r[@]}" run --rm "$debian" sh -c 'cat /etc/debian_version; dpkg -l | grep -c ^ii; apt-get --version | head -1; exit 5' 2>&1)
+        rc=$?
+        check "podman[$n] debian exit status" 5 "$rc"
+        mapfile -t l <<<"$out"
+        [[ ${l[0]} =~ ^12\. ]] && ok "podman[$n] debian_version ${l[0]}" || bad "podman[$n] debian_version" "$out"
+        [[ ${l[1]:-} =~ ^[0-9]+$ && ${l[1]} -gt 50 ]] && ok "podman[$n] dpkg: ${l[1]} packages" ||
+            bad "podman[$n] dpkg -l" "$out"
+        [[ ${l[2]:-} == apt\ * ]] && ok "podman[$n] ${l[2]}" || bad "podman[$n] apt-get --version" "$out"
+        [[ $n == runc ]] && runc_debian=$out
+        [[ $n != runc ]] && check "podman[$n] debian output as runc's" "${runc_debian:-}" "$out"
+    fi
 done
 echo "pass=$pass fail=$fail"
 [[ $fail == 0 ]]

@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""Snapshot benchmark (issue 7): snapshot create time and size, restore latency to the first
+guest instruction, for several guest memory sizes, for vessel and for QEMU's save/restore to
+a file (migrate "exec:cat > FILE", then -incoming "exec:cat FILE") in the same environment.
+
+The guest is vessel's kernel and initramfs running `echo ready; while :; do sleep 1; done`
+(same kernel, initrd and command line for both VMMs), 1 vCPU. A snapshot is taken once
+"ready" is on the console.
+
+vessel: `vessel snapshot create --stop` (wall time of that command) and the size of the
+snapshot directory on disk; restore = from spawning `vessel restore --timing` to its
+"to first guest instruction" line (wall), plus the VMM's own figure in that line.
+QEMU: `migrate exec:cat > FILE` (wall time until query-migrate says completed) and the
+file's size; restore = from spawning `qemu -incoming "exec:cat FILE"` to query-status
+"running".
+
+Usage (PVM host): tests/harness/l1run --mem 8192 -- benchmarks/snapshot_bench.py \
+                      --vessel build/vessel --sizes 128,1024,4096 --runs 5
+"""
+import argparse, json, os, shutil, socket, statistics, subprocess, sys, tempfile, time
+
+def now():
+    return time.monotonic()
+
+def wait_for(path, text, timeout=300, proc=None):
+    t0 = now()
+    while now() - t0 < timeout:
+        try:
+            with open(path, 'rb') as f:
+                if text.encode() in f.read():
+                    return True
+        except FileNotFoundError:
+            pass
+        if proc is not None and proc.poll() is not None:
+            return False
+        time.sleep(0.002)
+    return False
+
+def du_bytes(path):
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            total += os.lstat(os.path.join(root, f)).st_blocks * 512
+    return total if os.path.isdir(path) else os.lstat(path).st_blocks * 512
+
+def vessel_round(a, work, mem, i):
+    d = os.path.join(work, f'v{mem}-{i}')
+    vid = f'bench-{os.getpid()}-{mem}-{i}'
+    con = os.path.join(work, f'v{mem}-{i}.console')
+    boot = subprocess.Popen([a.vessel, 'boot', '--kernel', a.kernel, '--memory', str(mem),
+                             '--id', vid, '--console-log', con, '--', 'sh', '-c',
+                             'echo ready; while :; do sleep 1; done'],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if not wait_for(con, 'ready', proc=boot):
+        boot.kill()
+        raise SystemExit('vessel guest did not get ready: ' + boot.stderr.read().decode())
+    t = now()
+    r = subprocess.run([a.vessel, 'snapshot', 'create', '--stop', vid, d],
+                       capture_output=True, text=True, env=dict(os.environ, VESSEL_SNAPSHOT_TIMING='1'))
+    create_ms = (now() - t) * 1e3
+    if r.returncode != 0:
+        raise SystemExit('snapshot create failed: ' + r.stderr)
+    boot.wait(timeout=60)
+    size = du_bytes(d)
+    # Restore: drop nothing from the page cache (the snapshot was just written, as when a
+    # template is restored repeatedly); the first-instruction line ends the measurement.
+    errf = os.path.join(work, f'v{mem}-{i}.restore.err')
+    with open(errf, 'wb') as ef:
+        t = now()
+        p = subprocess.Popen([a.vessel, 'restore', '--timing', '--console-log', '/dev/null', d],
+                             stdout=subprocess.DEVNULL, stderr=ef)
+        ok = wait_for(errf, 'to first guest instruction', timeout=120, proc=p)
+        wall_ms = (now() - t) * 1e3
+        p.terminate()
+        p.wait(timeout=60)
+    line = open(errf).read()
+    if not ok:
+        raise SystemExit('vessel restore failed: ' + line)
+    vmm_ms = float(line.split('to first guest instruction ')[1].split(' ms')[0])
+    apply_ms = float(line.split('apply ')[1].split(' ms')[0])
+    shutil.rmtree(d)
+    return dict(create_ms=create_ms, size=size, restore_wall_ms=wall_ms,
+                restore_vmm_ms=vmm_ms, apply_ms=apply_ms)
+
+class Qmp:
+    def __init__(self, path, timeout=60):
+        t0 = now()
+        while True:
+            try:
+                self.s = socket.socket(socket.AF_UNIX)
+                self.s.connect(path)
+                break
+            except OSError:
+                if now() - t0 > timeout:
+                    raise
+                time.sleep(0.001)
+        self.f = self.s.makefile('rw')
+        self.f.readline()
+        self.cmd('qmp_capabilities')
+    def cmd(self, name, **args):
+        self.f.write(json.dumps({'execute': name, 'arguments': args}) + '\n')
+        self.f.flush()
+        while True:
+            r = json.loads(self.f.readline())
+            if 'return' in r or 'error' in r:
+                return r
+
+def qemu_round(a, work, mem, i):
+    q = os.path.join(work, f'q{mem}-{i}')
+    con = q + '.console'
+    base = ['qemu-system-x86_64', '-M', 'microvm,acpi=off', '-accel', 'kvm', '-cpu', 'host',
+            '-m', str(mem), '-smp', '1', '-nodefaults', '-no-user-config', '-display', 'none',
+            '-no-reboot', '-kernel', a.kernel, '-initrd', a.initrd, '-append', a.cmdline]
+    src = subprocess.Popen(base + ['-serial', 'file:' + con, '-qmp', f'unix:{q}.qmp,server,nowait'],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if not wait_for(con, 'ready', proc=src):
+        src.kill()
+        raise SystemExit('qemu guest did not get ready: ' + src.stderr.read().decode())
+    m = Qmp(q + '.qmp')
+    t = now()
+    m.cmd('migrate', uri=f'exec:cat > {q}.state')
+    while m.cmd('query-migrate')['return'].get('status') not in ('completed', 'failed'):
+        time.sleep(0.001)
+    create_ms = (now() - t) * 1e3
+    m.cmd('quit')
+    src.wait(timeout=60)
+    size = du_bytes(q + '.state')
+    t = now()
+    dst = subprocess.Popen(base + ['-serial', 'file:' + con + '.2', '-qmp',
+                                   f'unix:{q}.qmp2,server,nowait', '-incoming', f'exec:cat {q}.state'],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    m2 = Qmp(q + '.qmp2')
+    while m2.cmd('query-status')['return'].get('status') != 'running':
+        if dst.poll() is not None:
+            raise SystemExit('qemu restore failed: ' + dst.stderr.read().decode())
+        time.sleep(0.0005)
+    wall_ms = (now() - t) * 1e3
+    m2.cmd('quit')
+    dst.wait(timeout=60)
+    os.unlink(q + '.state')
+    return dict(create_ms=create_ms, size=size, restore_wall_ms=wall_ms)
+
+def med(rs, k):
+    return statistics.median(r[k] for r in rs)
+
+def main():
+    ap = argparse.ArgumentParser()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    ap.add_argument('--vessel', default=os.path.join(root, 'build', 'vessel'))
+    ap.add_argument('--kernel', default=os.environ.get('VESSEL_KERNEL', os.path.join(
+        os.environ.get('VESSEL_CACHE', '/var/cache/vessel'), 'kernel', 'current', 'vmlinux')))
+    ap.add_argument('--sizes', default='128,1024')
+    ap.add_argument('--runs', type=int, default=3)
+    ap.add_argument('--no-qemu', action='store_true')
+    a = ap.parse_args()
+    work = tempfile.mkdtemp(prefix='vessel-snapbench-', dir='/var/tmp')
+    try:
+        a.initrd = os.path.join(work, 'guest.cpio')
+        subprocess.run([a.vessel, 'boot', '--kernel', a.kernel, '--write-initrd', a.initrd, '--',
+                        'sh', '-c', 'echo ready; while :; do sleep 1; done'], check=True)
+        a.cmdline = subprocess.run([a.vessel, 'boot', '--kernel', a.kernel, '--print-cmdline'],
+                                   check=True, capture_output=True, text=True).stdout.strip()
+        print('| guest RAM | VMM | create (median) | size on disk | restore, wall to first '
+              'instruction / running (median) | restore, VMM time (median) |')
+        print('|---|---|---|---|---|---|')
+        for mem in [int(s) for s in a.sizes.split(',')]:
+            vs, qs = [], []
+            for i in range(a.runs):
+                vs.append(vessel_round(a, work, mem, i))
+                if not a.no_qemu:
+                    qs.append(qemu_round(a, work, mem, i))
+                print(f'# {mem} MiB run {i}: vessel {vs[-1]}' +
+                      (f' qemu {qs[-1]}' if qs else ''), file=sys.stderr, flush=True)
+            print(f'| {mem} MiB | vessel | {med(vs,"create_ms"):.1f} ms | '
+                  f'{med(vs,"size")/2**20:.1f} MiB | {med(vs,"restore_wall_ms"):.1f} ms | '
+                  f'{med(vs,"restore_vmm_ms"):.2f} ms (apply {med(vs,"apply_ms"):.2f} ms) |')
+            if qs:
+                print(f'| {mem} MiB | QEMU | {med(qs,"create_ms"):.1f} ms | '
+                      f'{med(qs,"size")/2**20:.1f} MiB | {med(qs,"restore_wall_ms"):.1f} ms | - |')
+                print(f'| {mem} MiB | QEMU/vessel | {med(qs,"create_ms")/med(vs,"create_ms"):.2f}x | '
+                      f'{med(qs,"size")/med(vs,"size"):.2f}x | '
+                      f'{med(qs,"restore_wall_ms")/med(vs,"restore_wall_ms"):.1f}x | |')
+            sys.stdout.flush()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,57 @@
+// Taking a snapshot of a running vmm::Machine with its virtio devices, and the device-side
+// fix-ups of a restore. The runtime lists what it attached (AttachedDevice); re-creating
+// devices from DeviceRecord::config on restore is the runtime's job (runtime/cmd_restore.cc).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "snapshot/snapshot.h"
+#include "virtio/mmio.h"
+#include "vmm/machine.h"
+
+namespace vessel::snapshot {
+
+struct AttachedDevice {
+    std::string kind;                                  // "block", "net", "vsock"
+    nlohmann::json config = nlohmann::json::object();  // how to re-create it (path, tap, CID)
+    std::shared_ptr<virtio::MmioTransport> transport;
+    std::function<nlohmann::json()> state;  // the device's own State as JSON; may be empty
+    // Queues whose buffers the device takes ahead of need (receive queues): buffers taken
+    // but not used are handed back in the saved state (next_avail = next_used) instead of
+    // being waited for. Every other queue must have no request in flight.
+    std::vector<uint16_t> prefetch_queues;
+};
+
+struct CreateStats {
+    uint64_t memory_bytes = 0;  // bytes of guest RAM written (holes and zero pages skipped)
+    std::chrono::nanoseconds pause{0}, drain{0}, capture{0}, memory{0}, state{0};
+};
+
+// Pauses `m` (if it is not already), waits until no device has a request in flight, then
+// writes DIR/memory and DIR/state.vsnap (DIR is created; it must not hold a snapshot yet).
+// The machine is left paused: the caller resumes or stops it. Throws SnapshotError or
+// std::system_error; a partly written DIR is removed.
+CreateStats create(vmm::Machine& m, const std::vector<AttachedDevice>& devices,
+                   const std::string& dir, nlohmann::json meta,
+                   std::chrono::milliseconds drain_timeout = std::chrono::seconds(10));
+
+// Restore side, after the devices are re-created and attached in slot order and before
+// Machine::run(): restores each transport from its record. Devices of kind "vsock" get a
+// VIRTIO_VSOCK_EVENT_TRANSPORT_RESET on their event queue (their connections are gone).
+// Throws SnapshotError when a record does not fit the device attached in its slot.
+void restore_devices(const vmm::GuestMemory& mem, const std::vector<DeviceRecord>& records,
+                     const std::vector<std::shared_ptr<virtio::MmioTransport>>& transports);
+
+// Raises a used-buffer interrupt on every active transport: after a restore, an interrupt
+// that was in flight at the save (an irqfd not yet injected) is not lost; drivers treat a
+// spurious one as a no-op. Call once the irqchip state is in place (Machine::after_restore).
+void kick_devices(const std::vector<std::shared_ptr<virtio::MmioTransport>>& transports);
+
+}  // namespace vessel::snapshot

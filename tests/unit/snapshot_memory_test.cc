@@ -1,0 +1,104 @@
+// Guest memory to and from snapshot files, without KVM: sparse saves, lazy private mappings.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "vmm/fd.h"
+#include "vmm/guest_memory.h"
+
+using vessel::UniqueFd;
+using vessel::vmm::GuestMemory;
+
+namespace {
+
+struct Dir {
+    std::string path;
+    Dir() {
+        char t[] = "/var/tmp/vessel-snapmem-XXXXXX";
+        path = ::mkdtemp(t);
+    }
+    ~Dir() { std::filesystem::remove_all(path); }
+};
+
+uint64_t allocated(const std::string& p) {
+    struct stat st {};
+    EXPECT_EQ(::stat(p.c_str(), &st), 0);
+    return static_cast<uint64_t>(st.st_blocks) * 512;
+}
+
+uint64_t read_u64(const std::string& p, uint64_t off) {
+    UniqueFd f(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+    uint64_t v = 0;
+    EXPECT_EQ(::pread(f.get(), &v, 8, static_cast<off_t>(off)), 8);
+    return v;
+}
+
+TEST(SnapshotMemory, SaveIsSparseAndExact) {
+    Dir d;
+    GuestMemory m = GuestMemory::create(64 << 20);
+    // Three non-zero pages and one page written with zeros (allocated, but not worth saving).
+    ASSERT_TRUE(m.write_obj<uint64_t>(0x1000, 0x1111));
+    ASSERT_TRUE(m.write_obj<uint64_t>(0x2000008, 0x2222));
+    ASSERT_TRUE(m.write_obj<uint64_t>((64 << 20) - 8, 0x3333));
+    ASSERT_TRUE(m.write_obj<uint64_t>(0x500000, 0));
+    const std::string f = d.path + "/memory";
+    uint64_t written = m.save(f);
+    EXPECT_EQ(written, 3u * 4096);
+    struct stat st {};
+    ASSERT_EQ(::stat(f.c_str(), &st), 0);
+    EXPECT_EQ(st.st_size, 64 << 20);
+    EXPECT_LE(allocated(f), 64u * 1024);  // holes everywhere else
+    EXPECT_EQ(read_u64(f, 0x1000), 0x1111u);
+    EXPECT_EQ(read_u64(f, 0x2000008), 0x2222u);
+    EXPECT_EQ(read_u64(f, (64 << 20) - 8), 0x3333u);
+}
+
+TEST(SnapshotMemory, PrivateMappingSeesTheFileAndKeepsWritesPrivate) {
+    Dir d;
+    const std::string f = d.path + "/memory";
+    {
+        GuestMemory m = GuestMemory::create(32 << 20);
+        ASSERT_TRUE(m.write_obj<uint64_t>(0x3000, 42));
+        m.save(f);
+    }
+    GuestMemory r = GuestMemory::map_file(f, 32 << 20);
+    uint64_t v = 0;
+    ASSERT_TRUE(r.read_obj(0x3000, v));
+    EXPECT_EQ(v, 42u);
+    ASSERT_TRUE(r.write_obj<uint64_t>(0x3000, 43));
+    ASSERT_TRUE(r.write_obj<uint64_t>(0x1000000, 7));  // a hole of the file
+    EXPECT_EQ(read_u64(f, 0x3000), 42u) << "a guest write reached the snapshot file";
+    // A snapshot of the restored memory holds its writes and the file's untouched data.
+    ASSERT_TRUE(r.write_obj<uint64_t>(0x5000, 9));
+    const std::string f2 = d.path + "/memory2";
+    r.save(f2);
+    EXPECT_EQ(read_u64(f2, 0x3000), 43u);
+    EXPECT_EQ(read_u64(f2, 0x1000000), 7u);
+    EXPECT_EQ(read_u64(f2, 0x5000), 9u);
+    EXPECT_LE(allocated(f2), 64u * 1024);
+}
+
+TEST(SnapshotMemory, WrongSizeOrMissingFileIsRefused) {
+    Dir d;
+    const std::string f = d.path + "/memory";
+    {
+        GuestMemory m = GuestMemory::create(32 << 20);
+        m.save(f);
+    }
+    try {
+        GuestMemory::map_file(f, 64 << 20);
+        FAIL() << "a short memory file was mapped";
+    } catch (const std::system_error& e) {
+        EXPECT_NE(std::string(e.what()).find("the snapshot says 67108864"), std::string::npos)
+            << e.what();
+    }
+    EXPECT_THROW(GuestMemory::map_file(d.path + "/nope", 32 << 20), std::system_error);
+    EXPECT_THROW(GuestMemory::map_file(d.path, 32 << 20), std::system_error);  // a directory
+}
+
+}  // namespace

@@ -64,7 +64,7 @@ struct MachineState {
 // A machine to rebuild from a snapshot instead of booting a kernel.
 struct RestoreSource {
     MachineState state;
-    std::string memory_path;  // sparse file of state.memory_size bytes, mapped MAP_PRIVATE
+    std::string memory_path;   // sparse file of state.memory_size bytes, mapped MAP_PRIVATE
     bool copy_memory = false;  // read it into a memfd instead (GuestMemory::load_file)
 };
 

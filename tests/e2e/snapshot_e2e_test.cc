@@ -125,6 +125,24 @@ TEST_F(SnapshotE2E, StopThenRestoreLosesNothing) {
     for (size_t i = 0; i < all.size(); ++i) EXPECT_EQ(all[i], static_cast<int>(i) + 1);
 }
 
+TEST_F(SnapshotE2E, VsockDeviceIsResetAndTheGuestGoesOn) {
+    TempDir tmp;
+    const std::string dir = tmp / "snap";
+    // An active virtio-vsock device: its connections cannot survive, so the restore hands the
+    // guest a transport-reset event before the device runs again.
+    Booted b = boot_and_snapshot(
+        {"--cid", "9", "--vsock-socket", tmp / "vm.vsock"},
+        "grep -q 0x0013 /sys/bus/virtio/devices/*/device && echo vsock; " + std::string(kCounter),
+        "tick=4\n", dir, {"--stop"});
+    ASSERT_EQ(b.snap.status, 0) << b.snap.err;
+    ASSERT_NE(b.boot.out.find("vsock\n"), std::string::npos) << b.boot.out;
+    ProcResult r = restore(dir);
+    EXPECT_EQ(r.status, 7) << r.err;
+    std::vector<int> all = ticks(b.boot.out + r.out);
+    ASSERT_EQ(all.size(), 40u) << r.out;
+    EXPECT_EQ(all.back(), 40);
+}
+
 TEST_F(SnapshotE2E, FilesOnDiskAreIntactAfterRestore) {
     TempDir tmp;
     std::filesystem::create_directories(tmp / "empty");

@@ -83,6 +83,27 @@ TEST(SnapshotMemory, PrivateMappingSeesTheFileAndKeepsWritesPrivate) {
     EXPECT_LE(allocated(f2), 64u * 1024);
 }
 
+TEST(SnapshotMemory, CopiedMemoryIsIndependentOfTheFile) {
+    Dir d;
+    const std::string f = d.path + "/memory";
+    {
+        GuestMemory m = GuestMemory::create(32 << 20);
+        ASSERT_TRUE(m.write_obj<uint64_t>(0x3000, 42));
+        ASSERT_TRUE(m.write_obj<uint64_t>((32 << 20) - 8, 5));
+        m.save(f);
+    }
+    GuestMemory r = GuestMemory::load_file(f, 32 << 20);
+    ASSERT_EQ(::truncate(f.c_str(), 0), 0);  // the file may go away once loaded
+    uint64_t v = 0;
+    ASSERT_TRUE(r.read_obj(0x3000, v));
+    EXPECT_EQ(v, 42u);
+    ASSERT_TRUE(r.read_obj((32 << 20) - 8, v));
+    EXPECT_EQ(v, 5u);
+    ASSERT_TRUE(r.read_obj(0x100000, v));
+    EXPECT_EQ(v, 0u);
+    EXPECT_THROW(GuestMemory::load_file(f, 32 << 20), std::system_error);  // now 0 bytes
+}
+
 TEST(SnapshotMemory, WrongSizeOrMissingFileIsRefused) {
     Dir d;
     const std::string f = d.path + "/memory";

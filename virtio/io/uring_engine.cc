@@ -85,6 +85,10 @@ UringEngine::UringEngine(unsigned entries, std::span<const int> files, EngineUse
         if (r < 0) throw_errno("registering files with io_uring", -r);
     }
     nfiles_ = static_cast<uint32_t>(files.size());
+    for (int fd : files) {
+        const int fl = ::fcntl(fd, F_GETFL);
+        nonblocking_.push_back(fl >= 0 && (fl & O_NONBLOCK));
+    }
     int r = io_uring_register_eventfd(ring_.get(), event_.get());
     if (r < 0) throw_errno("registering the io_uring completion eventfd", -r);
     r = restrict_ring(ring_.get(), use);
@@ -138,7 +142,7 @@ void UringEngine::submit(const Op& op, uint64_t cookie) {
     r.retries = 0;
     r.punch = false;
     r.message = op.message && (op.kind == OpKind::Read || op.kind == OpKind::Write);
-    r.poll = r.message && op.kind == OpKind::Read;
+    r.poll = r.message && op.kind == OpKind::Read && nonblocking_[op.file];
     r.in_kernel = false;
     if (!waiting_.empty() || !prep(i)) {
         ++stats_.deferred;
@@ -228,7 +232,7 @@ void UringEngine::on_cqe(uint32_t rec, int res, std::vector<Completion>& out) {
     if (rec >= recs_.size()) return;  // cannot happen: user_data is always a record index
     Record& r = recs_[rec];
     r.in_kernel = false;
-    if (res == -EAGAIN && r.message) {
+    if (res == -EAGAIN && r.message && nonblocking_[r.file]) {
         // Nothing to read (another read took the frame) or no room to write: wait for it.
         ++stats_.rearmed;
         r.poll = true;

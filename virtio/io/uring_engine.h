@@ -16,13 +16,14 @@
 // -ENOMEM), the queued SQEs stay in the ring and the engine writes its own eventfd so the I/O
 // thread comes back and retries from reap().
 //
-// Message ops on pollable files (the tap, which is O_NONBLOCK so the kernel tries them inline):
+// Message ops on O_NONBLOCK files (the kernel then tries them inline, and hands -EAGAIN back):
 // a read goes in as IORING_OP_POLL_ADD(POLLIN | EPOLLEXCLUSIVE) linked to its READV, so it waits
 // in the kernel for a frame and one frame wakes one read, not all of them; a write is tried
 // inline and, on -EAGAIN, goes again behind a POLLOUT poll. -EAGAIN of a message op (another
-// read took the frame) re-arms it without a retry limit: it is a wait, not an error. With a
-// blocking fd io_uring would hand every such op to an io-wq worker thread (Linux 6.1's tun has
-// no FMODE_NOWAIT), and a non-blocking fd without the poll returns -EAGAIN to us at once.
+// read took the frame) re-arms it without a retry limit: it is a wait, not an error. On a
+// blocking fd message ops go in plain, and io_uring serves them from io-wq worker threads
+// (Linux 6.1's tun has no FMODE_NOWAIT). The tap is blocking today: two-VM TCP in the nested
+// harness did not finish with an O_NONBLOCK tap (2026-12-04, machine loaded; not pinned down).
 //
 // Restriction: io_uring submissions bypass seccomp, so every ring is created disabled
 // (IORING_SETUP_R_DISABLED), restricted (IORING_REGISTER_RESTRICTIONS) and only then enabled:
@@ -145,6 +146,7 @@ class UringEngine final : public IoEngine {
     Ring ring_;
     unsigned capacity_ = 0;
     uint32_t nfiles_ = 0;
+    std::vector<bool> nonblocking_;  // per registered file: O_NONBLOCK (message ops poll first)
     unsigned kernel_ops_ = 0;  // operations holding an SQE (prepared or in the kernel)
     unsigned cancels_ = 0;     // cancel SQEs whose CQE has not been seen
     size_t in_flight_ = 0;

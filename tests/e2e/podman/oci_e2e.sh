@@ -88,7 +88,8 @@ v events --stats c2 | grep -q '"type":"stats"' && ok events-stats || bad events-
 # by side on the same bundle).
 count_stats() { timeout 60 "$@" | head -2 | python3 -c 'import json,sys; print(sum(json.loads(l)["type"] == "stats" for l in sys.stdin))'; }
 check events-stream 2 "$(count_stats "$vessel" --root "$root" events --interval 1s c2)"
-runc --root "$work/runc" run -d -b "$work/b2" rc2 </dev/null >/dev/null 2>&1
+runc --root "$work/runc" run -d -b "$work/b2" rc2 </dev/null >/dev/null 2>"$work/runc.err" ||
+    bad "runc run -d (the events peer)" "$(cat "$work/runc.err")"
 check "events-stream (runc)" 2 "$(count_stats runc --root "$work/runc" events --interval 1s rc2)"
 runc --root "$work/runc" delete -f rc2
 check ps-json "[$pid]" "$(v ps --format json c2)"
@@ -151,7 +152,16 @@ fi
 pty_session=$(dirname "$(realpath "$0")")/pty_session.py
 # Prints the last number a detached counter container wrote to its log.
 last_count() { pm logs "$1" 2>/dev/null | tail -1; }
-for rt in runc "$vessel"; do
+rt_vessel=$vessel
+if [[ -n ${VESSEL_NO_SECCOMP:-} ]]; then
+    # conmon does not hand its environment to the runtime: a wrapper carries this debugging
+    # switch (vessel's seccomp filters off) to the VMM.
+    mkdir -p "$work/bin"
+    printf '#!/bin/sh\nVESSEL_NO_SECCOMP=%s exec %s "$@"\n' "$VESSEL_NO_SECCOMP" "$vessel" >"$work/bin/vessel"
+    chmod +x "$work/bin/vessel"
+    rt_vessel=$work/bin/vessel
+fi
+for rt in runc "$rt_vessel"; do
     n=$(basename "$rt")
     r=(--runtime "$rt")
     check "podman[$n] run echo" hi "$(pm "${r[@]}" run --rm localhost/busybox:e2e echo hi 2>&1)"
@@ -194,12 +204,18 @@ for rt in runc "$vessel"; do
         bad "podman[$n] run -it" "status $rc, terminal: $(echo "$out" | tr '\n' '|')"
     cid=$(pm "${r[@]}" run -d localhost/busybox:e2e sh -c 'i=0; while :; do i=$((i + 1)); echo $i; sleep 0.2; done')
     out=$(pm exec -t "$cid" sh -c 'test -t 0 && echo tty' 2>&1 | tr -d '\r')
-    check "podman[$n] exec -t" tty "$out"
-    out=$("$pty_session" podman --root /var/lib/containers/vessel-e2e --runroot /run/vessel-e2e \
-        --cgroup-manager cgroupfs --events-backend file exec -it "$cid" sh)
-    rc=$?
-    [[ $rc == 3 && $out == *42* ]] && ok "podman[$n] exec -it" ||
-        bad "podman[$n] exec -it" "status $rc, terminal: $(echo "$out" | tr '\n' '|')"
+    # runc 1.1.5 cannot open /dev/ptmx for `exec -t` in the nested harness (ENODEV; `run -t`
+    # works): a known failure of the peer there, reported as a skip.
+    if [[ $n == runc && $out == *"open /dev/ptmx: no such device"* ]]; then
+        echo "SKIP podman[runc] exec -t, exec -it: $out"
+    else
+        check "podman[$n] exec -t" tty "$out"
+        out=$("$pty_session" podman --root /var/lib/containers/vessel-e2e --runroot /run/vessel-e2e \
+            --cgroup-manager cgroupfs --events-backend file exec -it "$cid" sh)
+        rc=$?
+        [[ $rc == 3 && $out == *42* ]] && ok "podman[$n] exec -it" ||
+            bad "podman[$n] exec -it" "status $rc, terminal: $(echo "$out" | tr '\n' '|')"
+    fi
     # pause: the counter stops while paused and goes on after unpause.
     for _ in $(seq 100); do [[ $(last_count "$cid") -ge 2 ]] && break; sleep 0.2; done
     pm pause "$cid" >/dev/null; check "podman[$n] pause" 0 "$?"

@@ -100,7 +100,7 @@ TEST_F(TapTest, CreatesAKernelNamedTapThatGoesAwayWithIt) {
         EXPECT_TRUE(t.created());
         EXPECT_TRUE(exists(name));
         EXPECT_GE(t.fd(), 0);
-        EXPECT_EQ(::fcntl(t.fd(), F_GETFL) & O_NONBLOCK, 0);
+        EXPECT_EQ(::fcntl(t.fd(), F_GETFL) & O_NONBLOCK, O_NONBLOCK);
         EXPECT_EQ(::fcntl(t.fd(), F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
         EXPECT_TRUE(t.supported_offloads() & TUN_F_CSUM);
         EXPECT_EQ(t.offloads(), 0u);  // nothing until a driver negotiates
@@ -164,14 +164,14 @@ TEST_F(TapTest, ClearErrors) {
 
 TEST_F(TapTest, AdoptsAnOpenFd) {
     UniqueFd raw = raw_tap("vadopt0", IFF_TAP | IFF_NO_PI | IFF_VNET_HDR);
-    ASSERT_EQ(::fcntl(raw.get(), F_SETFL, O_NONBLOCK | O_RDWR), 0);
+    ASSERT_EQ(::fcntl(raw.get(), F_SETFL, O_RDWR), 0);
     {
         Tap t = Tap::open(fd_spec(raw.get()));
         EXPECT_EQ(t.name(), "vadopt0");
         EXPECT_FALSE(t.created());
         EXPECT_NE(t.fd(), raw.get());
-        // The engines need a blocking file (see Op::message).
-        EXPECT_EQ(::fcntl(t.fd(), F_GETFL) & O_NONBLOCK, 0);
+        // Non-blocking, so io_uring tries reads and writes inline (see Tap).
+        EXPECT_EQ(::fcntl(t.fd(), F_GETFL) & O_NONBLOCK, O_NONBLOCK);
     }
     EXPECT_TRUE(exists("vadopt0")) << "the caller's fd still holds it";
     raw.reset();

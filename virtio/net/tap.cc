@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <climits>
 #include <cstring>
 
 #include "virtio/net/packet.h"
@@ -62,9 +63,6 @@ Tap Tap::open(const TapSpec& spec) {
                      "IFF_VNET_HDR",
                  EINVAL);
         t.name_ = ifr.ifr_name;
-        int fl = ::fcntl(t.fd_.get(), F_GETFL);
-        if (fl < 0 || ((fl & O_NONBLOCK) && ::fcntl(t.fd_.get(), F_SETFL, fl & ~O_NONBLOCK) < 0))
-            throw_errno(what + ": clearing O_NONBLOCK");
     } else {
         if (spec.name.size() >= IFNAMSIZ)
             fail("tap " + spec.name + ": name longer than " + std::to_string(IFNAMSIZ - 1) +
@@ -72,7 +70,7 @@ Tap Tap::open(const TapSpec& spec) {
                  EINVAL);
         const bool existed = !spec.name.empty() && ::if_nametoindex(spec.name.c_str()) != 0;
         if (spec.must_exist && !existed) fail(label(spec.name) + ": not found", ENODEV);
-        t.fd_ = UniqueFd(::open("/dev/net/tun", O_RDWR | O_CLOEXEC));
+        t.fd_ = UniqueFd(::open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK));
         if (!t.fd_) {
             int e = errno;
             if (e == EACCES || e == EPERM) fail("/dev/net/tun: permission denied", e);
@@ -95,6 +93,16 @@ Tap Tap::open(const TapSpec& spec) {
         t.created_ = !existed;
     }
     const std::string l = label(t.name_);
+    // Non-blocking, so io_uring tries reads and writes inline instead of in io-wq threads.
+    int fl = ::fcntl(t.fd_.get(), F_GETFL);
+    if (fl < 0 || (!(fl & O_NONBLOCK) && ::fcntl(t.fd_.get(), F_SETFL, fl | O_NONBLOCK) < 0))
+        throw_errno(l + ": setting O_NONBLOCK");
+    // No send-buffer limit, as QEMU sets it: with the default (wmem_default, ~200 KiB) a
+    // non-blocking write fails with EAGAIN while that much of our frames still sits in a slow
+    // peer's queue, and every such drop costs the guest's TCP a retransmission timeout.
+    int sndbuf = INT_MAX;
+    if (::ioctl(t.fd_.get(), TUNSETSNDBUF, &sndbuf) < 0)
+        throw_errno(l + ": lifting the send-buffer limit (TUNSETSNDBUF)");
     int hdr = static_cast<int>(kHdrSize);
     if (::ioctl(t.fd_.get(), TUNSETVNETHDRSZ, &hdr) < 0)
         throw_errno(l + ": setting the vnet header size (TUNSETVNETHDRSZ)");

@@ -4,8 +4,8 @@
 // A tap vessel creates is not persistent: the kernel removes it when the last reference goes
 // (the fd, and the io_uring that registered it), so it vanishes with the VM even when the VMM
 // is killed. A tap that existed before (`ip tuntap add ... mode tap`, persistent) is only
-// attached to and stays. The fd stays blocking: the I/O engines read it without waiting (see
-// virtio/io/engine.h, Op::message).
+// attached to and stays. The fd is O_NONBLOCK: the engines never wait in a read or write; the
+// io_uring engine waits for a frame with a poll linked to each read (virtio/io/uring_engine.h).
 //
 // Host set-up: every failure throws std::system_error naming the tap and the step.
 #pragma once
@@ -24,7 +24,7 @@ struct TapSpec {
     bool must_exist = false;
     // An open tap to adopt instead (e.g. passed by a parent process); it is duplicated, so the
     // caller may close its own. It must have been set up with IFF_TAP | IFF_NO_PI |
-    // IFF_VNET_HDR. Its O_NONBLOCK flag is cleared (the flag lives in the shared open file).
+    // IFF_VNET_HDR. O_NONBLOCK is set on it (the flag lives in the shared open file).
     int fd = -1;
 };
 

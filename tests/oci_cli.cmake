@@ -7,11 +7,11 @@ set_tests_properties(oci_cli PROPERTIES LABELS unit)
 add_test(NAME oci_e2e
          COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/harness/maybe-nested --
                  ${CMAKE_CURRENT_SOURCE_DIR}/e2e/podman/oci_e2e.sh $<TARGET_FILE:vessel>)
-set_tests_properties(oci_e2e PROPERTIES LABELS e2e SKIP_RETURN_CODE 77 TIMEOUT 1500)
+set_tests_properties(oci_e2e PROPERTIES LABELS "e2e;containers" SKIP_RETURN_CODE 77 TIMEOUT 1500)
 # The debootstrapped Debian image the e2e tests import: made on the host (the harness has no
 # network), cached in ${VESSEL_CACHE:-/var/cache/vessel}/images, reused when present.
 add_test(NAME oci_debian_image COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/e2e/images/make-debian.sh)
-set_tests_properties(oci_debian_image PROPERTIES LABELS e2e SKIP_RETURN_CODE 77 TIMEOUT 900
+set_tests_properties(oci_debian_image PROPERTIES LABELS "e2e;containers" SKIP_RETURN_CODE 77 TIMEOUT 900
                      FIXTURES_SETUP oci_debian_image)
 set_tests_properties(oci_e2e PROPERTIES FIXTURES_REQUIRED oci_debian_image)
 # The same checks through Docker: dockerd + containerd (its runc shim drives vessel) started in
@@ -19,4 +19,4 @@ set_tests_properties(oci_e2e PROPERTIES FIXTURES_REQUIRED oci_debian_image)
 add_test(NAME docker_e2e
          COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/harness/maybe-nested --
                  ${CMAKE_CURRENT_SOURCE_DIR}/e2e/docker/docker_e2e.sh $<TARGET_FILE:vessel>)
-set_tests_properties(docker_e2e PROPERTIES LABELS e2e SKIP_RETURN_CODE 77 TIMEOUT 1800)
+set_tests_properties(docker_e2e PROPERTIES LABELS "e2e;containers" SKIP_RETURN_CODE 77 TIMEOUT 1800)

@@ -1,10 +1,12 @@
 #include "runtime/container/lifecycle.h"
 
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -27,6 +29,54 @@
 
 namespace vessel::container {
 namespace {
+
+// Whether `path` names an executable regular file inside `rootfs`, symlinks resolved inside it.
+bool executable_in_rootfs(int root_fd, const std::string& path) {
+    open_how how{};
+    how.flags = O_PATH | O_CLOEXEC;
+    how.resolve = RESOLVE_IN_ROOT;
+    const std::string rel =
+        path.substr(path.find_first_not_of('/') == std::string::npos ? path.size()
+                                                                     : path.find_first_not_of('/'));
+    if (rel.empty()) return false;
+    UniqueFd fd(static_cast<int>(::syscall(SYS_openat2, root_fd, rel.c_str(), &how, sizeof how)));
+    struct stat st {};
+    return fd && ::fstat(fd.get(), &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 0111);
+}
+
+// runc looks the process up in the rootfs at create, so a missing binary fails create (and
+// podman reports 127). The same here, before anything is made. Paths under a mount the guest
+// makes are not checked: the binary may come with the mount.
+void check_process_binary(const oci::Bundle& b, const oci::VmPlan& plan) {
+    const std::string& arg0 = b.spec.process.args.front();
+    auto under_mount = [&](const std::string& p) {
+        for (const auto& m : plan.mounts)
+            if (p == m.destination || p.rfind(m.destination + "/", 0) == 0) return true;
+        return false;
+    };
+    UniqueFd root(::open(b.rootfs.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!root) return;  // load_bundle checked it; nothing better to say here
+    if (arg0.find('/') != std::string::npos) {
+        const std::string p = arg0[0] == '/' ? arg0 : b.spec.process.cwd + "/" + arg0;
+        if (under_mount(p) || executable_in_rootfs(root.get(), p)) return;
+        throw std::runtime_error("exec: \"" + arg0 + "\": stat " + arg0 +
+                                 ": no such file or directory");
+    }
+    std::string path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    for (const std::string& e : b.spec.process.env)
+        if (e.rfind("PATH=", 0) == 0) path = e.substr(5);
+    size_t start = 0;
+    while (start <= path.size()) {
+        size_t end = path.find(':', start);
+        if (end == std::string::npos) end = path.size();
+        std::string dir = path.substr(start, end - start);
+        if (dir.empty()) dir = b.spec.process.cwd;
+        const std::string p = dir + "/" + arg0;
+        if (under_mount(p) || executable_in_rootfs(root.get(), p)) return;
+        start = end + 1;
+    }
+    throw std::runtime_error("exec: \"" + arg0 + "\": executable file not found in $PATH");
+}
 
 // Booting in a nested VM under TCG takes a while; a real host boots in well under a second.
 constexpr int kReadyTimeoutMs = 300000;
@@ -113,6 +163,7 @@ pid_t create_container(const CreateOptions& o) {
     oci::validate_container_id(o.id);
     const oci::Bundle bundle = oci::load_bundle(absolute(o.bundle));
     const oci::VmPlan plan = oci::plan_vm(bundle);
+    check_process_binary(bundle, plan);
     for (const std::string& w : bundle.spec.warnings) log_warning(w);
     for (const std::string& w : plan.warnings) log_warning(w);
     // The VMM jails itself (runtime/jail); its PID namespace is made here, by the fork.

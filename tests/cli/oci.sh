@@ -50,7 +50,9 @@ grep -q 'level=error msg="container ghost does not exist"' "$tmp/log.txt" && pas
 
 # Bundle errors: clear message, exit 1, no state left.
 expect bundle-missing 1 "bundle $tmp/nob: No such file or directory" v create -b "$tmp/nob" c1
-mkdir -p "$tmp/b/rootfs"
+mkdir -p "$tmp/b/rootfs/bin"
+# create looks the process up in the rootfs, as runc does.
+printf '#!/bin/sh\n' > "$tmp/b/rootfs/bin/true" && chmod +x "$tmp/b/rootfs/bin/true"
 echo '{bad' > "$tmp/b/config.json"
 expect bundle-bad-json 1 "config.json: not valid JSON" v create -b "$tmp/b" c1
 cat > "$tmp/b/config.json" <<'JSON'
@@ -66,6 +68,17 @@ cat > "$tmp/b/config.json" <<'JSON'
 JSON
 expect console-without-tty 1 "console socket provided but process.terminal is false" v create -b "$tmp/b" --console-socket "$tmp/cs" c1
 expect preserve-fds 1 "--preserve-fds" v create -b "$tmp/b" --preserve-fds 2 c1
+cat > "$tmp/b/config.json" <<'JSON'
+{"ociVersion":"1.0.2","process":{"args":["nosuch"],"cwd":"/"},"root":{"path":"rootfs"}}
+JSON
+expect missing-binary 1 'exec: "nosuch": executable file not found in $PATH' v create -b "$tmp/b" c1
+cat > "$tmp/b/config.json" <<'JSON'
+{"ociVersion":"1.0.2","process":{"args":["/bin/nosuch"],"cwd":"/"},"root":{"path":"rootfs"}}
+JSON
+expect missing-binary-path 1 'exec: "/bin/nosuch": stat /bin/nosuch: no such file or directory' v create -b "$tmp/b" c1
+cat > "$tmp/b/config.json" <<'JSON'
+{"ociVersion":"1.0.2","process":{"args":["true"],"cwd":"/"},"root":{"path":"rootfs"}}
+JSON
 # A VM that cannot boot (no kernel): the error names it and nothing is left.
 VESSEL_KERNEL=/nonexistent/vmlinux expect no-kernel 1 "/nonexistent/vmlinux" v create -b "$tmp/b" c1
 expect_out nothing-left "" v list -q

@@ -11,9 +11,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
-#include <thread>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "virtio/io/engine.h"
@@ -239,9 +239,11 @@ TEST_P(MessageTest, ErrorsAreCompletions) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, MessageTest,
-                         ::testing::Values("io_uring", "sync", "io_uring-nonblock", "sync-nonblock"),
+                         ::testing::Values("io_uring", "sync", "io_uring-nonblock",
+                                           "sync-nonblock"),
                          [](const auto& info) {
-                             std::string n = info.param.rfind("io_uring", 0) == 0 ? "Uring" : "Sync";
+                             std::string n =
+                                 info.param.rfind("io_uring", 0) == 0 ? "Uring" : "Sync";
                              return info.param.ends_with("nonblock") ? n + "NonBlocking" : n;
                          });
 

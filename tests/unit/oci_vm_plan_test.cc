@@ -300,7 +300,7 @@ TEST(OciPlan, VesselAnnotations) {
               "config.json: annotation io.vessel.memroy: unknown vessel annotation (known: "
               "io.vessel.kernel, io.vessel.memory, io.vessel.vcpus, io.vessel.template, "
               "io.vessel.mounts.ignore-unsupported, io.vessel.devices.ignore-unsupported, "
-              "io.vessel.hooks.ignore-unsupported)");
+              "io.vessel.hooks.ignore-unsupported, io.vessel.jail)");
     EXPECT_EQ(plan_error(with_annotation(minimal(), "io.vessel.mounts.ignore-unsupported", "yes")),
               "config.json: annotation io.vessel.mounts.ignore-unsupported: \"yes\" must be "
               "\"true\" or \"false\"");

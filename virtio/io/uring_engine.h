@@ -147,8 +147,8 @@ class UringEngine final : public IoEngine {
     unsigned capacity_ = 0;
     uint32_t nfiles_ = 0;
     std::vector<bool> nonblocking_;  // per registered file: O_NONBLOCK (message ops poll first)
-    unsigned kernel_ops_ = 0;  // operations holding an SQE (prepared or in the kernel)
-    unsigned cancels_ = 0;     // cancel SQEs whose CQE has not been seen
+    unsigned kernel_ops_ = 0;        // operations holding an SQE (prepared or in the kernel)
+    unsigned cancels_ = 0;           // cancel SQEs whose CQE has not been seen
     size_t in_flight_ = 0;
     std::vector<Record> recs_;
     std::vector<uint32_t> free_;

@@ -115,12 +115,11 @@ v delete --force c3; check delete-force 0 "$?"
 alive "$pid" && bad delete-force-kills-vmm "VMM $pid alive" || ok delete-force-kills-vmm
 check delete-force-removes-state "" "$(ls "$root")"
 
-# start answers once the process runs: a missing binary fails start, as runc fails.
+# A missing binary fails create, as runc's create fails (podman then reports 127).
 mkbundle "$work/b6" "c['process']['args'] = ['/nosuch']"
-v create -b "$work/b6" c6 </dev/null >/dev/null 2>&1
-v start c6 2>"$work/err"; rc=$?
-check start-missing-binary '1:vessel: exec: "/nosuch": executable file not found in $PATH' "$rc:$(cat "$work/err")"
-v delete --force c6
+v create -b "$work/b6" c6 </dev/null >/dev/null 2>"$work/err"; rc=$?
+check create-missing-binary '1:vessel: exec: "/nosuch": stat /nosuch: no such file or directory' "$rc:$(cat "$work/err")"
+check create-missing-binary-leaves-nothing "" "$(ls "$root")"
 
 mkbundle "$work/b4" "c['process']['args'] = ['sh', '-c', 'grep MemTotal /proc/meminfo; nproc 2>/dev/null || grep -c ^processor /proc/cpuinfo']; c['linux']['resources'] = {'memory': {'limit': 268435456}}"
 mem=$(v run -b "$work/b4" r4 | awk '/MemTotal/ {print $2}')

@@ -8,6 +8,7 @@
 #include <memory>
 #include <stdexcept>
 
+#include "ioctl.h"
 #include "kvm_abi.h"
 #include "layout.h"
 
@@ -17,15 +18,6 @@ namespace {
 // KVM caps CPUID at 256 entries; its MSR index list is a few hundred entries.
 constexpr uint32_t kMaxCpuidEntries = 256;
 constexpr uint32_t kMaxMsrs = 1024;
-
-template <typename... A>
-int xioctl(int fd, unsigned long req, A... args) {
-    int r;
-    do {
-        r = ::ioctl(fd, req, args...);
-    } while (r < 0 && errno == EINTR);
-    return r;
-}
 
 }  // namespace
 

@@ -88,6 +88,7 @@ for r in $(seq 1 "$runs"); do
       tail -n 20 <<<"$out" | sed 's/^/  | /' >&2
       continue
     fi
+    grep -E '^(netstats|uring)' <<<"$out" >&2 || true
     awk -v cfg="$cfg" -v run="$r" '/^RESULT/ {v[$2]=$3}
       END {printf "%-12s %4s %14s %14s %10s\n", cfg, run, v["up"], v["down"], v["rtt_ms"]}' <<<"$out"
   done

@@ -165,7 +165,7 @@ TEST_P(MessageTest, CancelAllDropsPendingReads) {
     engine_->cancel_all();
     EXPECT_EQ(engine_->in_flight(), 0u);
     if (auto* u = dynamic_cast<UringEngine*>(engine_.get())) {
-        EXPECT_EQ(u->stats().cancelled, static_cast<uint64_t>(kReads));
+        EXPECT_EQ(u->counters().cancelled, static_cast<uint64_t>(kReads));
     }
 
     auto d = dgram(64, 5);
@@ -221,6 +221,42 @@ TEST_P(MessageTest, ReadsThatMissADatagramKeepWaiting) {
     for (const Completion& c : all) cookies.push_back(static_cast<int>(c.cookie));
     std::sort(cookies.begin(), cookies.end());
     EXPECT_EQ(cookies, (std::vector<int>{0, 1, 2, 3}));
+}
+
+// After reads that found data, the engine sends the next reads straight to the file; those
+// that find nothing must still wait for the next datagram, and a burst keeps its order.
+TEST_P(MessageTest, ReadsAfterABurstStillWaitAndKeepOrder) {
+    constexpr int kBurst = 6;
+    std::vector<std::vector<uint8_t>> bufs(kBurst, std::vector<uint8_t>(256));
+    std::vector<iovec> iov(kBurst);
+    for (int i = 0; i < kBurst; ++i) send(dgram(30 + i, static_cast<uint8_t>(i)));
+    for (int i = 0; i < kBurst; ++i) {
+        iov[i] = {bufs[i].data(), bufs[i].size()};
+        engine_->submit(read_op(iov[i]), i);
+        engine_->commit();
+        auto c = reap_n(*engine_, 1);
+        ASSERT_EQ(c.size(), 1u);
+        EXPECT_EQ(c[0].cookie, static_cast<uint64_t>(i));
+        EXPECT_EQ(c[0].result, 30 + i);  // datagram i, in order
+        EXPECT_EQ(bufs[i][0], static_cast<uint8_t>(i));
+    }
+    // The file is empty now: two more reads wait, one datagram each.
+    for (int i = 0; i < 2; ++i) engine_->submit(read_op(iov[i]), 100 + i);
+    engine_->commit();
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    std::vector<Completion> none;
+    engine_->reap(none);
+    EXPECT_TRUE(none.empty());
+    EXPECT_EQ(engine_->in_flight(), 2u);
+    send(dgram(50, 7));
+    auto c = reap_n(*engine_, 1);
+    ASSERT_EQ(c.size(), 1u);
+    EXPECT_EQ(c[0].result, 50);
+    send(dgram(51, 8));
+    c = reap_n(*engine_, 1);
+    ASSERT_EQ(c.size(), 1u);
+    EXPECT_EQ(c[0].result, 51);
+    EXPECT_EQ(engine_->in_flight(), 0u);
 }
 
 // Errors are results: a write to a socket whose peer is gone.

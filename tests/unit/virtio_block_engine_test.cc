@@ -174,7 +174,7 @@ TEST_P(EngineTest, WriteZeroesOnTmpfs) {
     auto e = make(GetParam(), f.fd());
     check_zeroing(*e, f);
     if (auto* u = dynamic_cast<UringEngine*>(e.get())) {
-        EXPECT_GT(u->stats().zero_range_fallbacks, 0u);
+        EXPECT_GT(u->counters().zero_range_fallbacks, 0u);
     }
 }
 
@@ -290,7 +290,7 @@ TEST_F(UringTest, NeverBlocksWhenMoreOpsThanRingEntries) {
     auto elapsed = std::chrono::steady_clock::now() - t0;
     EXPECT_LT(elapsed, std::chrono::seconds(1));
     EXPECT_EQ(e.in_flight(), static_cast<size_t>(kOps));
-    EXPECT_EQ(e.stats().deferred, static_cast<uint64_t>(kOps - 8));
+    EXPECT_EQ(e.counters().deferred, static_cast<uint64_t>(kOps - 8));
     pollfd pf{e.completion_fd(), POLLIN, 0};
     EXPECT_EQ(::poll(&pf, 1, 50), 0) << "completions without data?";
 
@@ -322,13 +322,13 @@ TEST_F(UringTest, ShortReadIsResubmitted) {
     ASSERT_EQ(::write(wr.get(), data.data(), 700), 700);
     // The first 700 bytes complete a short read; nothing is reported yet.
     std::vector<Completion> out;
-    for (int i = 0; i < 50 && e.stats().resubmitted == 0; ++i) {
+    for (int i = 0; i < 50 && e.counters().resubmitted == 0; ++i) {
         pollfd pf{e.completion_fd(), POLLIN, 0};
         ::poll(&pf, 1, 100);
         e.reap(out);
     }
     EXPECT_TRUE(out.empty());
-    EXPECT_EQ(e.stats().resubmitted, 1u);
+    EXPECT_EQ(e.counters().resubmitted, 1u);
     ASSERT_EQ(::write(wr.get(), data.data() + 700, 324), 324);
     auto c = reap_n(e, 1);
     EXPECT_EQ(c[0].cookie, 7u);

@@ -78,6 +78,9 @@ class IoEngine {
     // and when this returns none can touch its buffers any more. Reads waiting for a packet are
     // cancelled at once; disk I/O the kernel has already started is waited for.
     virtual void cancel_all() = 0;
+    // The engine's own counters as one line for logs ("" if it keeps none). Same thread rules
+    // as submit().
+    virtual std::string stats() const { return {}; }
 };
 
 enum class EnginePreference { Auto, IoUring, Sync };

@@ -89,11 +89,19 @@ UringEngine::UringEngine(unsigned entries, std::span<const int> files, EngineUse
         const int fl = ::fcntl(fd, F_GETFL);
         nonblocking_.push_back(fl >= 0 && (fl & O_NONBLOCK));
     }
+    hot_.assign(files.size(), false);
     int r = io_uring_register_eventfd(ring_.get(), event_.get());
     if (r < 0) throw_errno("registering the io_uring completion eventfd", -r);
     r = restrict_ring(ring_.get(), use);
     if (r < 0) throw_errno("restricting the io_uring to the device's opcodes and files", -r);
     recs_.reserve(capacity_);
+}
+
+std::string UringEngine::stats() const {
+    return "io_uring: " + std::to_string(stats_.submitted) + " submitted, " +
+           std::to_string(stats_.deferred) + " deferred, " + std::to_string(stats_.resubmitted) +
+           " resubmitted, " + std::to_string(stats_.rearmed) + " re-armed, " +
+           std::to_string(stats_.cancelled) + " cancelled";
 }
 
 UringEngine::~UringEngine() {
@@ -142,7 +150,7 @@ void UringEngine::submit(const Op& op, uint64_t cookie) {
     r.retries = 0;
     r.punch = false;
     r.message = op.message && (op.kind == OpKind::Read || op.kind == OpKind::Write);
-    r.poll = r.message && op.kind == OpKind::Read && nonblocking_[op.file];
+    r.poll = r.message && op.kind == OpKind::Read && nonblocking_[op.file] && !hot_[op.file];
     r.in_kernel = false;
     if (!waiting_.empty() || !prep(i)) {
         ++stats_.deferred;
@@ -232,6 +240,7 @@ void UringEngine::on_cqe(uint32_t rec, int res, std::vector<Completion>& out) {
     if (rec >= recs_.size()) return;  // cannot happen: user_data is always a record index
     Record& r = recs_[rec];
     r.in_kernel = false;
+    if (r.message && r.kind == OpKind::Read) hot_[r.file] = res > 0;
     if (res == -EAGAIN && r.message && nonblocking_[r.file]) {
         // Nothing to read (another read took the frame) or no room to write: wait for it.
         ++stats_.rearmed;

@@ -99,7 +99,8 @@ class UringEngine final : public IoEngine {
     void cancel_all() override;
 
     unsigned ring_entries() const { return capacity_; }
-    const Stats& stats() const { return stats_; }
+    const Stats& counters() const { return stats_; }
+    std::string stats() const override;
 
   private:
     struct Record {
@@ -147,8 +148,12 @@ class UringEngine final : public IoEngine {
     unsigned capacity_ = 0;
     uint32_t nfiles_ = 0;
     std::vector<bool> nonblocking_;  // per registered file: O_NONBLOCK (message ops poll first)
-    unsigned kernel_ops_ = 0;        // operations holding an SQE (prepared or in the kernel)
-    unsigned cancels_ = 0;           // cancel SQEs whose CQE has not been seen
+    // Per registered file: its last read found data. Frames come in bursts, so the next read
+    // goes straight to the file (one SQE, no poll to arm and fire); -EAGAIN sends it back
+    // behind a poll.
+    std::vector<bool> hot_;
+    unsigned kernel_ops_ = 0;  // operations holding an SQE (prepared or in the kernel)
+    unsigned cancels_ = 0;     // cancel SQEs whose CQE has not been seen
     size_t in_flight_ = 0;
     std::vector<Record> recs_;
     std::vector<uint32_t> free_;

@@ -6,6 +6,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "vmm/eventfd.h"
@@ -68,6 +71,18 @@ NetDevice::NetDevice(NetDeviceOptions opts)
 
 NetDevice::~NetDevice() {
     reset();
+    // For benchmarks and debugging: what the device did over the VM's life.
+    if (std::getenv("VESSEL_NET_STATS")) {
+        const NetCounters c = counters();
+        std::fprintf(
+            stderr,
+            "vessel: net %s (%s): rx %" PRIu64 " frames %" PRIu64 " bytes, %" PRIu64
+            " waited, %" PRIu64 " dropped; tx %" PRIu64 " frames %" PRIu64 " bytes, %" PRIu64
+            " dropped, %" PRIu64 " errors; %" PRIu64 " interrupts, %" PRIu64 " kicks%s%s\n",
+            tap_.name().c_str(), engine_->name(), c.rx_packets, c.rx_bytes, c.rx_waits,
+            c.rx_dropped, c.tx_packets, c.tx_bytes, c.tx_dropped, c.tx_errors, c.interrupts,
+            c.kicks, engine_->stats().empty() ? "" : "; ", engine_->stats().c_str());
+    }
 }
 
 uint64_t NetDevice::device_features() const {
@@ -121,6 +136,8 @@ NetCounters NetDevice::counters() const {
     c.tx_dropped = g(counters_.tx_dropped);
     c.tx_errors = g(counters_.tx_errors);
     c.bad_chains = g(counters_.bad_chains);
+    c.interrupts = g(counters_.interrupts);
+    c.kicks = g(counters_.kicks);
     for (size_t i = 0; i < kNumChainErrors; ++i) c.chain_errors[i] = g(counters_.chain_errors[i]);
     return c;
 }
@@ -405,7 +422,10 @@ void NetDevice::work(bool kicked) {
     if (rx_used_) signal |= rxq_->needs_interrupt(*mem_);
     if (tx_used_) signal |= txq_->needs_interrupt(*mem_);
     rx_used_ = tx_used_ = false;
-    if (signal) irq_->signal_used();
+    if (signal) {
+        add(counters_.interrupts);
+        irq_->signal_used();
+    }
 }
 
 void NetDevice::run() noexcept {
@@ -423,6 +443,7 @@ void NetDevice::run() noexcept {
             }
             if (fds[0].revents) return;
             const bool kicked = fds[1].revents || fds[2].revents;
+            if (kicked) add(counters_.kicks);
             if (fds[1].revents) drain(rx_kick_.get());
             if (fds[2].revents) drain(tx_kick_.get());
             work(kicked);

@@ -66,6 +66,8 @@ struct NetCounters {
     uint64_t tx_dropped = 0;                // frames not sent: malformed chain or link down
     uint64_t tx_errors = 0;                 // tap writes that failed (e.g. interface down)
     uint64_t bad_chains = 0;                // malformed chains, either queue (used_len 0)
+    uint64_t interrupts = 0;                // used-buffer interrupts raised (both queues)
+    uint64_t kicks = 0;                     // driver notifications taken (both queues)
     std::array<uint64_t, kNumChainErrors> chain_errors{};  // bad chains by ChainError
 };
 
@@ -128,7 +130,8 @@ class NetDevice final : public Device {
     };
     struct Counters {
         std::atomic<uint64_t> rx_packets{0}, rx_bytes{0}, rx_dropped{0}, rx_waits{0}, rx_errors{0},
-            tx_packets{0}, tx_bytes{0}, tx_dropped{0}, tx_errors{0}, bad_chains{0};
+            tx_packets{0}, tx_bytes{0}, tx_dropped{0}, tx_errors{0}, bad_chains{0}, interrupts{0},
+            kicks{0};
         std::array<std::atomic<uint64_t>, kNumChainErrors> chain_errors{};
     };
 

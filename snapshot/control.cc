@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "vmm/eventfd.h"
+#include "vmm/seccomp.h"
 
 namespace vessel::snapshot {
 namespace {
@@ -157,6 +158,7 @@ ControlServer::~ControlServer() {
 }
 
 void ControlServer::serve() noexcept {
+    vmm::seccomp::enter(vmm::seccomp::Role::Control);
     pollfd fds[2] = {{listen_.get(), POLLIN, 0}, {stop_.get(), POLLIN, 0}};
     for (;;) {
         if (::poll(fds, 2, -1) < 0) {

@@ -185,6 +185,8 @@ const char* role_name(Role r) {
             return "vsock-io";
         case Role::AgentControl:
             return "agent-control";
+        case Role::Control:
+            return "control";
     }
     return "?";
 }

@@ -30,11 +30,12 @@ enum class Role {
     NetIo,         // a virtio-net interface's I/O thread (io_uring or sync engine on the tap)
     VsockIo,       // the virtio-vsock I/O thread (Unix sockets)
     AgentControl,  // the thread that talks to the guest agent over vsock with vessel's stdio
+    Control,       // the API socket's thread: pause, resume, stop, snapshot to a directory
 };
-inline constexpr Role kRoles[] = {Role::Vcpu,  Role::DeviceEvents, Role::BlockIo,
-                                  Role::NetIo, Role::VsockIo,      Role::AgentControl};
+inline constexpr Role kRoles[] = {Role::Vcpu,    Role::DeviceEvents, Role::BlockIo, Role::NetIo,
+                                  Role::VsockIo, Role::AgentControl, Role::Control};
 
-// "vcpu", "device-events", "block-io", "net-io", "vsock-io", "agent-control".
+// "vcpu", "device-events", "block-io", "net-io", "vsock-io", "agent-control", "control".
 const char* role_name(Role r);
 std::optional<Role> role_from_name(std::string_view name);
 

@@ -5,8 +5,7 @@
 // syscall they really issue (recv -> recvfrom, send -> sendto, epoll_wait -> epoll_wait,
 // sleep_for -> clock_nanosleep).
 //
-// To let a role do more (e.g. the snapshot code's vCPU-state ioctls), add rules to its list
-// below; kVcpuStateIoctls is ready for the thread that pauses and captures a machine.
+// To let a role do more, add rules to its list below.
 #include "seccomp_filters.h"
 
 #include <asm/termbits.h>
@@ -20,6 +19,8 @@
 #include <sys/socket.h>
 
 #include <initializer_list>
+
+#include "kvm_abi.h"
 
 namespace vessel::vmm::seccomp {
 namespace {
@@ -47,15 +48,16 @@ void allow_arg(std::vector<Rule>& out, int nr, unsigned arg,
 // interrupt line, and the tap's offloads, which virtio-net sets at DRIVER_OK.
 constexpr uint64_t kVcpuIoctls[] = {KVM_RUN, KVM_IRQ_LINE, TUNSETOFFLOAD};
 
-// For the snapshot code (not in any list yet): the ioctls that read and write vCPU and VM
-// state while the machine is paused. Add them with allow_arg(out, SCMP_SYS(ioctl), 1, ...) to
-// the role of the thread that calls Machine::pause()/capture()/resume().
-[[maybe_unused]] constexpr uint64_t kVcpuStateIoctls[] = {
-    KVM_GET_REGS,        KVM_SET_REGS,     KVM_GET_SREGS,    KVM_SET_SREGS, KVM_GET_FPU,
-    KVM_SET_FPU,         KVM_GET_MSRS,     KVM_SET_MSRS,     KVM_GET_LAPIC, KVM_SET_LAPIC,
-    KVM_GET_XSAVE,       KVM_SET_XSAVE,    KVM_GET_XCRS,     KVM_SET_XCRS,  KVM_GET_VCPU_EVENTS,
-    KVM_SET_VCPU_EVENTS, KVM_GET_MP_STATE, KVM_SET_MP_STATE, KVM_GET_CLOCK, KVM_SET_CLOCK,
-    KVM_GET_IRQCHIP,     KVM_SET_IRQCHIP,  KVM_GET_PIT2,     KVM_SET_PIT2};
+// What the control thread issues while the machine is paused: reading every vCPU's and the
+// VM's state for a snapshot (Machine::capture), the guest clock (pause, resume), and the MSR
+// list probed on the first capture. Reads only, besides the clock: a snapshot never changes
+// the running machine.
+constexpr uint64_t kCaptureIoctls[] = {
+    KVM_GET_REGS,    KVM_GET_SREGS,       KVM_GET_FPU,           KVM_GET_LAPIC,
+    KVM_GET_XCRS,    KVM_GET_VCPU_EVENTS, KVM_GET_MP_STATE,      KVM_GET_DEBUGREGS,
+    KVM_GET_IRQCHIP, KVM_GET_PIT2,        KVM_GET_CLOCK,         KVM_SET_CLOCK,
+    KVM_GET_TSC_KHZ, abi::kGetMsrs,       abi::kGetMsrIndexList, abi::kGetXsave,
+    abi::kGetXsave2, abi::kGetCpuid2,     KVM_CHECK_EXTENSION};
 
 // Terminal ioctls of the agent thread: window size, raw mode on and off (tcgetattr,
 // tcsetattr, isatty).
@@ -161,6 +163,24 @@ std::vector<Rule> agent_control() {
     return r;
 }
 
+// The API socket's thread (snapshot/control.h): one Unix connection at a time, the machine
+// paused through its vCPU threads (a kick signal), state read with kCaptureIoctls, and a
+// snapshot directory written (files created, written, synced, renamed; a failed one removed).
+// It never reads guest-controlled data besides guest RAM it copies out.
+std::vector<Rule> control() {
+    std::vector<Rule> r;
+    base(r);
+    allow(r, {SCMP_SYS(poll),       SCMP_SYS(ppoll),     SCMP_SYS(accept4),   SCMP_SYS(recvfrom),
+              SCMP_SYS(sendto),     SCMP_SYS(tgkill),    SCMP_SYS(openat),    SCMP_SYS(mkdir),
+              SCMP_SYS(mkdirat),    SCMP_SYS(access),    SCMP_SYS(faccessat), SCMP_SYS(faccessat2),
+              SCMP_SYS(unlink),     SCMP_SYS(unlinkat),  SCMP_SYS(rmdir),     SCMP_SYS(rename),
+              SCMP_SYS(renameat),   SCMP_SYS(renameat2), SCMP_SYS(ftruncate), SCMP_SYS(pwrite64),
+              SCMP_SYS(lseek),      SCMP_SYS(fsync),     SCMP_SYS(fdatasync), SCMP_SYS(fstat),
+              SCMP_SYS(newfstatat), SCMP_SYS(statx),     SCMP_SYS(flock)});
+    for (uint64_t req : kCaptureIoctls) allow_arg(r, SCMP_SYS(ioctl), 1, {req});
+    return r;
+}
+
 }  // namespace
 
 std::vector<Rule> rules_for(Role role) {
@@ -177,6 +197,8 @@ std::vector<Rule> rules_for(Role role) {
             return vsock_io();
         case Role::AgentControl:
             return agent_control();
+        case Role::Control:
+            return control();
     }
     return {};
 }

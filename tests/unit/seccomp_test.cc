@@ -12,6 +12,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -230,6 +231,30 @@ std::vector<RoleCase> cases() {
           {"socket AF_INET", ip_socket},
           {"openat", open_file},
           {"exec", exec_shell}}},
+        {Role::Control,
+         [](const Fds& f) {
+             // A snapshot directory's file: created, written, synced, renamed, removed.
+             const std::string dir = "/tmp/vessel-seccomp-control." + std::to_string(::getpid());
+             if (::mkdir(dir.c_str(), 0700) != 0) return false;
+             const std::string a = dir + "/a", b = dir + "/b";
+             int fd = ::open(a.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+             bool file = fd >= 0 && ::ftruncate(fd, 8192) == 0 && ::pwrite(fd, "x", 1, 4096) == 1 &&
+                         ::fsync(fd) == 0;
+             if (fd >= 0) ::close(fd);
+             file = file && ::rename(a.c_str(), b.c_str()) == 0 && ::unlink(b.c_str()) == 0;
+             ::rmdir(dir.c_str());
+             // KVM_GET_REGS on an eventfd: ENOTTY from the kernel, i.e. the filter allowed it.
+             errno = 0;
+             bool regs = ::ioctl(f.efd, KVM_GET_REGS, nullptr) < 0 && errno == ENOTTY;
+             char in[8];
+             bool io = ::send(f.sock[0], "x", 1, 0) == 1 && ::recv(f.sock[1], in, 8, 0) == 1;
+             return file && regs && io && poke_and_drain(f);
+         },
+         {{"ioctl KVM_SET_REGS", [](const Fds& f) { ::ioctl(f.efd, KVM_SET_REGS, nullptr); }},
+          {"ioctl KVM_RUN", [](const Fds& f) { ::ioctl(f.efd, KVM_RUN, 0); }},
+          {"socket AF_INET", ip_socket},
+          {"exec", exec_shell},
+          {"fork", fork_process}}},
     };
 }
 

@@ -82,6 +82,8 @@ const char kBootHelp[] =
     "  --id NAME          name the VM for `vessel snapshot create NAME DIR` (control socket\n"
     "                     $VESSEL_RUNTIME_DIR/vm-NAME.sock)\n"
     "  --api-socket PATH  the same control socket at PATH\n"
+    "  --track-dirty      track written pages, for `vessel snapshot create --diff` (every\n"
+    "                     snapshot after the first can then hold only what changed)\n"
     "  --jail[=OPTS]      confine the VMM (runtime/jail, docs/design.md \"Jailer\"): own PID,\n"
     "                     mount and IPC namespaces, a root holding only its files, a cgroup,\n"
     "                     an unprivileged uid. OPTS: uid=,gid=,mem=,cpus=,pids=,cgroup=,dir=,\n"
@@ -262,6 +264,8 @@ int cmd_boot(Args args) {
             api_socket = vm_control_socket(value(a));
         } else if (a == "--api-socket") {
             api_socket = value(a);
+        } else if (a == "--track-dirty") {
+            cfg.track_dirty = true;
         } else if (a == "--no-seccomp") {
             no_seccomp = true;
         } else if (!a.empty() && a[0] == '-') {

@@ -2,6 +2,7 @@
 // (console on stdout, exit status from the guest). Everything in the snapshot is checked
 // before a device is opened or KVM is touched.
 #include <fcntl.h>
+#include <limits.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -31,13 +32,15 @@ const char kRestoreHelp[] =
     "usage: vessel restore [OPTIONS] DIR\n"
     "Runs the VM saved in the snapshot DIR (`vessel snapshot create`) from where it was and\n"
     "exits with its command's exit status. A DIR without '/' is a name in the snapshot store.\n"
-    "Disks are reopened by path; vsock connections of the saved VM are reset.\n\n"
+    "Disks are reopened by path; vsock connections of the saved VM are reset. A diff\n"
+    "snapshot is laid over its parents' memory (`vessel snapshot create --diff`).\n\n"
     "  --id NAME          control socket for `vessel snapshot create NAME ...`\n"
     "  --api-socket PATH  the same, at PATH\n"
     "  --console-log FILE write the serial console to FILE instead of stdout\n"
     "  --copy-memory      read guest memory into the VMM up front instead of mapping the\n"
     "                     snapshot's file copy-on-write (slower to start, grows with the\n"
     "                     snapshot's data; the file may then change while the VM runs)\n"
+    "  --track-dirty      track written pages, for `vessel snapshot create --diff`\n"
     "  --no-seccomp       debugging only: no seccomp filters on the VMM's threads\n"
     "  --timing           print where the restore's time went on stderr\n";
 
@@ -96,7 +99,7 @@ std::shared_ptr<virtio::Device> make_device(const snapshot::DeviceRecord& r) {
 int cmd_restore(Args args) {
     const auto t_start = Clock::now();
     std::string dir_arg, id_socket, console_log;
-    bool no_seccomp = false, timing = false, copy_memory = false;
+    bool no_seccomp = false, timing = false, copy_memory = false, track_dirty = false;
     for (size_t i = 0; i < args.size(); ++i) {
         std::string a = args[i];
         auto value = [&]() -> std::string {
@@ -116,6 +119,8 @@ int cmd_restore(Args args) {
             no_seccomp = true;
         } else if (a == "--copy-memory") {
             copy_memory = true;
+        } else if (a == "--track-dirty") {
+            track_dirty = true;
         } else if (a == "--timing") {
             timing = true;
         } else if (!a.empty() && a[0] == '-') {
@@ -132,8 +137,10 @@ int cmd_restore(Args args) {
     // 1. The whole snapshot is checked (checksums, version, sizes, memory file) first.
     auto t = Clock::now();
     snapshot::Snapshot snap;
+    snapshot::Resolved chain;  // a diff snapshot: its parents, down to a full one
     try {
-        snap = snapshot::load(dir);
+        chain = snapshot::resolve(dir);
+        snap = chain.snap;
     } catch (const snapshot::SnapshotError& e) {
         std::fprintf(stderr, "vessel: restore: %s\n", e.what());
         return 1;
@@ -158,6 +165,7 @@ int cmd_restore(Args args) {
 
     vmm::MachineConfig cfg;
     cfg.seccomp = !no_seccomp;
+    cfg.track_dirty = track_dirty;
     UniqueFd log;
     if (!console_log.empty()) {
         log = UniqueFd(::open(console_log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
@@ -167,8 +175,8 @@ int cmd_restore(Args args) {
 
     // 3. The machine: memory mapped from the file, devices in their slots, device state.
     t = Clock::now();
-    const std::string mem = snapshot::memory_path(dir, snap);
-    vmm::Machine m(std::move(cfg), vmm::RestoreSource{snap.machine, mem, copy_memory});
+    vmm::Machine m(std::move(cfg), vmm::RestoreSource{snap.machine, chain.memory_path, copy_memory,
+                                                      std::move(chain.overlays)});
     std::vector<std::shared_ptr<virtio::MmioTransport>> transports;
     std::vector<snapshot::AttachedDevice> attached;
     for (size_t i = 0; i < devices.size(); ++i) {
@@ -188,7 +196,16 @@ int cmd_restore(Args args) {
     }
     const double machine_ms = ms_since(t);
     std::optional<snapshot::ControlServer> control;
-    if (!id_socket.empty()) control.emplace(id_socket, m, attached, snap.meta);
+    if (!id_socket.empty()) {
+        // Snapshots of this VM carry its meta, not the restored snapshot's diff link; their
+        // diffs have this snapshot as parent.
+        nlohmann::json meta = snap.meta;
+        meta.erase("diff");
+        meta.erase("merged_from");
+        char abs[PATH_MAX];
+        control.emplace(id_socket, m, attached, std::move(meta),
+                        ::realpath(dir.c_str(), abs) ? std::string(abs) : dir);
+    }
     const auto t_run = Clock::now();
     m.set_after_restore([&] {
         snapshot::kick_devices(transports);

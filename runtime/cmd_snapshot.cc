@@ -21,14 +21,19 @@ namespace vessel::cli {
 namespace {
 
 const char kSnapshotHelp[] =
-    "usage: vessel snapshot create [--stop|--leave-paused] ID DIR\n"
+    "usage: vessel snapshot create [--diff] [--stop|--leave-paused] ID DIR\n"
+    "       vessel snapshot merge DIFF OUT\n"
     "       vessel snapshot ls\n"
     "       vessel snapshot rm NAME|DIR...\n\n"
     "create  pauses the VM started with `vessel boot --id ID` (or listening on the control\n"
     "        socket ID, a path), saves it to DIR, then resumes it; --stop ends it instead\n"
     "        (its `vessel boot` exits 0), --leave-paused keeps it paused. A DIR without '/'\n"
     "        is a name under the snapshot store ($VESSEL_SNAPSHOT_DIR, default\n"
-    "        /var/lib/vessel/snapshots as root)\n"
+    "        /var/lib/vessel/snapshots as root). --diff saves only the memory pages written\n"
+    "        since the VM's previous snapshot (or the one it was restored from), which becomes\n"
+    "        its parent; the VM must run with --track-dirty. `vessel restore` follows the chain\n"
+    "merge   writes OUT, a full snapshot equal to the diff snapshot DIFF with its chain of\n"
+    "        parents applied (no parent needed afterwards)\n"
     "ls      the snapshots in the store\n"
     "rm      deletes snapshots (only directories holding a vessel snapshot)\n";
 
@@ -61,6 +66,7 @@ std::string resolve_dir(const std::string& arg, bool create_store) {
 
 int create(Args args) {
     std::string after = "resume";
+    bool diff = false;
     std::vector<std::string> pos;
     for (std::string a : args) {
         if (a == "--stop")
@@ -69,6 +75,8 @@ int create(Args args) {
             after = "pause";
         else if (a == "--resume")
             after = "resume";
+        else if (a == "--diff")
+            diff = true;
         else if (!a.empty() && a[0] == '-')
             usage_error("snapshot create: unknown option '" + a + "'");
         else
@@ -92,7 +100,8 @@ int create(Args args) {
     }
     auto t0 = std::chrono::steady_clock::now();
     nlohmann::json r = snapshot::control_call(
-        socket, {{"op", "snapshot"}, {"dir", dir}, {"after", after}}, std::chrono::minutes(10));
+        socket, {{"op", "snapshot"}, {"dir", dir}, {"after", after}, {"diff", diff}},
+        std::chrono::minutes(10));
     double wall =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     if (!r.value("ok", false)) {
@@ -108,6 +117,27 @@ int create(Args args) {
                      static_cast<unsigned long long>(r.value("memory_bytes", 0ull)),
                      r.value("state_ms", 0.0));
     std::printf("%s\n", dir.c_str());
+    return 0;
+}
+
+int merge(Args args) {
+    std::vector<std::string> pos;
+    for (std::string a : args) {
+        if (!a.empty() && a[0] == '-') usage_error("snapshot merge: unknown option '" + a + "'");
+        pos.push_back(a);
+    }
+    if (pos.size() != 2)
+        usage_error("snapshot merge: expected DIFF OUT (see 'vessel snapshot --help')");
+    const std::string from = resolve_dir(pos[0], false), out = resolve_dir(pos[1], true);
+    try {
+        uint64_t bytes = snapshot::merge(from, out);
+        std::fprintf(stderr, "vessel: merged %s into %s (%llu bytes of memory)\n", from.c_str(),
+                     out.c_str(), static_cast<unsigned long long>(bytes));
+    } catch (const snapshot::SnapshotError& e) {
+        std::fprintf(stderr, "vessel: snapshot merge: %s\n", e.what());
+        return 1;
+    }
+    std::printf("%s\n", out.c_str());
     return 0;
 }
 
@@ -195,7 +225,8 @@ int cmd_snapshot(Args args) {
     if (sub == "create") return create(rest);
     if (sub == "ls" || sub == "list") return ls(rest);
     if (sub == "rm" || sub == "delete") return rm(rest);
-    usage_error("snapshot: unknown subcommand '" + sub + "' (create, ls, rm)");
+    if (sub == "merge") return merge(rest);
+    usage_error("snapshot: unknown subcommand '" + sub + "' (create, merge, ls, rm)");
 }
 
 }  // namespace vessel::cli

@@ -71,7 +71,7 @@ json error(const std::string& msg) {
 }  // namespace
 
 json handle_request(vmm::Machine& m, const std::vector<AttachedDevice>& devices, const json& meta,
-                    const std::string& line) {
+                    const std::string& line, std::string* last_snapshot) {
     json req = json::parse(line, nullptr, false);
     if (req.is_discarded() || !req.is_object() || !req.contains("op") || !req["op"].is_string())
         return error("malformed request (expected a JSON object with \"op\")");
@@ -94,9 +94,20 @@ json handle_request(vmm::Machine& m, const std::vector<AttachedDevice>& devices,
             const std::string after = req.value("after", "resume");
             if (after != "resume" && after != "stop" && after != "pause")
                 return error("snapshot: \"after\" must be resume, stop or pause");
+            const bool diff = req.value("diff", false);
+            std::string parent;
+            if (diff) {
+                if (!last_snapshot || last_snapshot->empty())
+                    return error(
+                        "snapshot: a diff snapshot needs an earlier snapshot of this VM, or a VM "
+                        "restored from one");
+                parent = *last_snapshot;
+            }
+            const std::string dir = req["dir"].get<std::string>();
             CreateStats st;
             try {
-                st = create(m, devices, req["dir"].get<std::string>(), meta);
+                st = create(m, devices, dir, meta, std::chrono::seconds(10), parent);
+                if (last_snapshot) *last_snapshot = dir;
             } catch (...) {
                 m.resume();  // a failed snapshot leaves the VM as it was
                 throw;
@@ -105,6 +116,7 @@ json handle_request(vmm::Machine& m, const std::vector<AttachedDevice>& devices,
             if (after == "stop") m.stop({vmm::RunResult::Reason::ExitStatus, 0, "snapshot"});
             return {{"ok", true},
                     {"memory_bytes", st.memory_bytes},
+                    {"diff", diff},
                     {"pause_ms", ms(st.pause)},
                     {"drain_ms", ms(st.drain)},
                     {"capture_ms", ms(st.capture)},
@@ -129,8 +141,12 @@ bool socket_is_live(const std::string& path) {
 }
 
 ControlServer::ControlServer(std::string path, vmm::Machine& m, std::vector<AttachedDevice> devices,
-                             json meta)
-    : path_(std::move(path)), m_(m), devices_(std::move(devices)), meta_(std::move(meta)) {
+                             json meta, std::string restored_from)
+    : path_(std::move(path)),
+      m_(m),
+      devices_(std::move(devices)),
+      meta_(std::move(meta)),
+      last_snapshot_(std::move(restored_from)) {
     sockaddr_un a = unix_addr(path_);
     if (socket_is_live(path_))
         throw std::system_error(EADDRINUSE, std::generic_category(),
@@ -171,7 +187,7 @@ void ControlServer::serve() noexcept {
         if (!c) continue;
         std::string line = read_line(c.get(), std::chrono::seconds(5));
         if (line.empty()) continue;
-        send_all(c.get(), handle_request(m_, devices_, meta_, line).dump() + "\n");
+        send_all(c.get(), handle_request(m_, devices_, meta_, line, &last_snapshot_).dump() + "\n");
     }
 }
 

@@ -19,15 +19,19 @@
 namespace vessel::snapshot {
 
 // Answers one request for machine `m` with its attached `devices`. Never throws.
+// `last_snapshot`: the directory of this machine's latest snapshot (or of the one it was
+// restored from), the parent of a {"diff": true} snapshot; updated by each snapshot taken.
 nlohmann::json handle_request(vmm::Machine& m, const std::vector<AttachedDevice>& devices,
-                              const nlohmann::json& meta, const std::string& line);
+                              const nlohmann::json& meta, const std::string& line,
+                              std::string* last_snapshot = nullptr);
 
 class ControlServer {
   public:
     // Binds `path` (a stale socket there is replaced; a live one is an error naming it) and
     // serves requests on a thread of its own until destroyed; `meta` goes into snapshots.
+    // `restored_from`: the snapshot directory the machine was restored from (absolute), if any.
     ControlServer(std::string path, vmm::Machine& m, std::vector<AttachedDevice> devices,
-                  nlohmann::json meta);
+                  nlohmann::json meta, std::string restored_from = {});
     ~ControlServer();
     ControlServer(const ControlServer&) = delete;
     ControlServer& operator=(const ControlServer&) = delete;
@@ -40,6 +44,7 @@ class ControlServer {
     vmm::Machine& m_;
     std::vector<AttachedDevice> devices_;
     nlohmann::json meta_;
+    std::string last_snapshot_;  // control thread only, once started
     UniqueFd listen_, stop_;
     std::thread thread_;
 };

@@ -1,13 +1,17 @@
 #include "snapshot/snapshot.h"
 
+#include <limits.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <set>
 
+#include "snapshot/crc32c.h"
 #include "snapshot/machine_codec.h"
 #include "vmm/mptable.h"
 
@@ -232,6 +236,119 @@ Snapshot load(const std::string& dir) {
                             std::to_string(st.st_size) + " bytes, expected " +
                             std::to_string(s.machine.memory_size) + " (truncated?)");
     return s;
+}
+
+void write_bitmap(const std::string& path, const std::vector<uint64_t>& bitmap) {
+    std::vector<uint8_t> bytes(bitmap.size() * 8);
+    for (size_t i = 0; i < bitmap.size(); ++i)
+        for (int b = 0; b < 8; ++b) bytes[i * 8 + b] = static_cast<uint8_t>(bitmap[i] >> (8 * b));
+    write_file(path, bytes);
+}
+
+uint32_t bitmap_crc(const std::vector<uint64_t>& bitmap) {
+    std::vector<uint8_t> bytes(bitmap.size() * 8);
+    for (size_t i = 0; i < bitmap.size(); ++i)
+        for (int b = 0; b < 8; ++b) bytes[i * 8 + b] = static_cast<uint8_t>(bitmap[i] >> (8 * b));
+    return crc32c(bytes);
+}
+
+namespace {
+
+std::vector<uint64_t> read_bitmap(const std::string& dir, const Snapshot& s) {
+    const std::string path = dir + "/" + kBitmapFile;
+    std::vector<uint8_t> bytes;
+    try {
+        bytes = read_file(path);
+    } catch (const std::exception& e) {
+        throw SnapshotError("diff snapshot " + dir + ": " + e.what());
+    }
+    const uint64_t words = (s.machine.memory_size / vmm::GuestMemory::kPageSize + 63) / 64;
+    if (bytes.size() != words * 8)
+        throw SnapshotError("diff snapshot " + dir + ": " + kBitmapFile + " is " +
+                            std::to_string(bytes.size()) + " bytes, expected " +
+                            std::to_string(words * 8));
+    std::vector<uint64_t> bitmap(words, 0);
+    for (size_t i = 0; i < words; ++i)
+        for (int b = 0; b < 8; ++b) bitmap[i] |= uint64_t{bytes[i * 8 + b]} << (8 * b);
+    const json& d = s.meta["diff"];
+    if (!d.contains("bitmap_crc32c") || !d["bitmap_crc32c"].is_number_unsigned() ||
+        d["bitmap_crc32c"].get<uint32_t>() != bitmap_crc(bitmap))
+        throw SnapshotError("diff snapshot " + dir + ": " + kBitmapFile + " corrupted (checksum)");
+    return bitmap;
+}
+
+std::string real_path(const std::string& p) {
+    char buf[PATH_MAX];
+    if (!::realpath(p.c_str(), buf)) return p;
+    return buf;
+}
+
+}  // namespace
+
+Resolved resolve(const std::string& dir) {
+    constexpr size_t kMaxChain = 64;
+    Resolved r;
+    r.snap = load(dir);
+    std::vector<std::pair<std::string, Snapshot>> diffs;  // newest first
+    std::set<std::string> seen{real_path(dir)};
+    std::string at = dir;
+    Snapshot cur = r.snap;
+    while (cur.meta.contains("diff")) {
+        const json& d = cur.meta["diff"];
+        if (!d.is_object() || !d.contains("parent") || !d["parent"].is_string() ||
+            d["parent"].get<std::string>().empty())
+            throw SnapshotError("diff snapshot " + at + ": no parent in its meta");
+        std::string parent = d["parent"];
+        if (parent.front() != '/') parent = at + "/" + parent;
+        if (!seen.insert(real_path(parent)).second || diffs.size() >= kMaxChain)
+            throw SnapshotError("diff snapshot " + dir + ": its chain of parents loops or is " +
+                                "longer than " + std::to_string(kMaxChain));
+        diffs.emplace_back(at, cur);
+        Snapshot p;
+        try {
+            p = load(parent);
+        } catch (const SnapshotError& e) {
+            throw SnapshotError("diff snapshot " + at + ": parent: " + e.what());
+        }
+        if (p.machine.memory_size != cur.machine.memory_size)
+            throw SnapshotError("diff snapshot " + at + ": parent " + parent +
+                                " has a different memory size");
+        at = parent;
+        cur = std::move(p);
+    }
+    r.memory_path = memory_path(at, cur);
+    for (auto it = diffs.rbegin(); it != diffs.rend(); ++it)
+        r.overlays.push_back(
+            {memory_path(it->first, it->second), read_bitmap(it->first, it->second)});
+    return r;
+}
+
+uint64_t merge(const std::string& dir, const std::string& out) {
+    Resolved r = resolve(dir);
+    bool made = false;
+    if (::mkdir(out.c_str(), 0700) == 0)
+        made = true;
+    else if (errno != EEXIST)
+        throw SnapshotError("creating snapshot directory " + out + ": " + std::strerror(errno));
+    else if (::access((out + "/" + kStateFile).c_str(), F_OK) == 0)
+        throw SnapshotError(out + " already holds a snapshot (remove it first)");
+    const std::string mem = out + "/" + kMemoryFile;
+    try {
+        vmm::GuestMemory m = vmm::GuestMemory::load_file(r.memory_path, r.snap.machine.memory_size);
+        for (const auto& o : r.overlays) m.overlay(o.path, o.bitmap);
+        const uint64_t written = m.save(mem);
+        Snapshot s = std::move(r.snap);
+        s.meta.erase("diff");
+        s.meta["merged_from"] = real_path(dir);
+        s.memory_file = kMemoryFile;
+        save(out, std::move(s));
+        return written;
+    } catch (...) {
+        ::unlink((out + "/" + kStateFile).c_str());
+        ::unlink(mem.c_str());
+        if (made) ::rmdir(out.c_str());
+        throw;
+    }
 }
 
 }  // namespace vessel::snapshot

@@ -17,6 +17,7 @@ namespace vessel::snapshot {
 
 inline constexpr const char* kStateFile = "state.vsnap";
 inline constexpr const char* kMemoryFile = "memory";
+inline constexpr const char* kBitmapFile = "memory.bitmap";  // diff snapshots only
 
 // One virtio-mmio device. `config` is what the runtime needs to re-create the device (a
 // disk's path, a tap's name, a vsock CID); `state` is the device's own State.
@@ -48,6 +49,27 @@ void save(const std::string& dir, Snapshot s);
 // Throws SnapshotError before anything could be restored.
 Snapshot load(const std::string& dir);
 std::string memory_path(const std::string& dir, const Snapshot& s);
+
+// Diff snapshots (docs/snapshot-format.md): the page bitmap file, one bit per 4 KiB page of
+// the memory file, 64 pages a little-endian u64 word.
+void write_bitmap(const std::string& path, const std::vector<uint64_t>& bitmap);
+uint32_t bitmap_crc(const std::vector<uint64_t>& bitmap);
+
+// A snapshot to restore: the directory's own, or for a diff its chain resolved. memory_path
+// is the full snapshot at the root; overlays are the diffs on top, oldest first, each with
+// its bitmap read and checked. Throws SnapshotError (missing or corrupted parent or bitmap,
+// a parent of another size, a chain longer than 64 or with a loop).
+struct Resolved {
+    Snapshot snap;  // the newest: machine state, devices, meta
+    std::string memory_path;
+    std::vector<vmm::RestoreSource::Overlay> overlays;
+};
+Resolved resolve(const std::string& dir);
+
+// Writes a full snapshot to OUT from snapshot `dir` (a diff: its chain merged; a full one:
+// copied), without the diff's parent link. OUT must not hold a snapshot. Returns the bytes
+// of memory written.
+uint64_t merge(const std::string& dir, const std::string& out);
 
 nlohmann::json transport_to_json(const virtio::MmioTransport::State& s);
 virtio::MmioTransport::State transport_from_json(const nlohmann::json& j);

@@ -86,14 +86,20 @@ void vsock_transport_reset(const vmm::GuestMemory& mem, virtio::MmioTransport::S
 
 CreateStats create(vmm::Machine& m, const std::vector<AttachedDevice>& devices,
                    const std::string& dir, nlohmann::json meta,
-                   std::chrono::milliseconds drain_timeout) {
+                   std::chrono::milliseconds drain_timeout, const std::string& diff_parent) {
     CreateStats st;
+    const bool diff = !diff_parent.empty();
+    if (diff && !m.tracks_dirty())
+        throw SnapshotError(
+            "a diff snapshot needs a VM that tracks dirty pages (boot or restore it with "
+            "--track-dirty)");
     for (const auto& d : devices)
         if (d.kind == "net")
             throw SnapshotError(
                 "VMs with virtio-net interfaces cannot be snapshotted yet (their taps are not "
                 "re-created on restore)");
-    const std::string state_path = dir + "/" + kStateFile, mem_path = dir + "/" + kMemoryFile;
+    const std::string state_path = dir + "/" + kStateFile, mem_path = dir + "/" + kMemoryFile,
+                      bitmap_path = dir + "/" + kBitmapFile;
     bool made_dir = false;
     if (::mkdir(dir.c_str(), 0700) == 0) {
         made_dir = true;
@@ -105,6 +111,7 @@ CreateStats create(vmm::Machine& m, const std::vector<AttachedDevice>& devices,
     auto cleanup = [&] {
         ::unlink(state_path.c_str());
         ::unlink(mem_path.c_str());
+        ::unlink(bitmap_path.c_str());
         if (made_dir) ::rmdir(dir.c_str());
     };
     try {
@@ -135,7 +142,18 @@ CreateStats create(vmm::Machine& m, const std::vector<AttachedDevice>& devices,
         st.capture = Clock::now() - t;
 
         t = Clock::now();
-        st.memory_bytes = m.save_memory(mem_path);
+        s.meta.erase("diff");
+        if (diff) {
+            const std::vector<uint64_t> bitmap = m.take_dirty_pages();
+            st.memory_bytes = m.save_memory_pages(mem_path, bitmap);
+            write_bitmap(bitmap_path, bitmap);
+            s.meta["diff"] = {{"parent", diff_parent},
+                              {"pages", st.memory_bytes / vmm::GuestMemory::kPageSize},
+                              {"bitmap_crc32c", bitmap_crc(bitmap)}};
+        } else {
+            st.memory_bytes = m.save_memory(mem_path);
+            if (m.tracks_dirty()) m.take_dirty_pages();  // the next diff starts here
+        }
         st.memory = Clock::now() - t;
         t = Clock::now();
         save(dir, std::move(s));

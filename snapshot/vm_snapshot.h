@@ -38,9 +38,16 @@ struct CreateStats {
 // writes DIR/memory and DIR/state.vsnap (DIR is created; it must not hold a snapshot yet).
 // The machine is left paused: the caller resumes or stops it. Throws SnapshotError or
 // std::system_error; a partly written DIR is removed.
+//
+// `diff_parent` non-empty: a diff snapshot on top of that snapshot directory (the previous
+// snapshot of this machine, or the one it was restored from): DIR/memory holds only the pages
+// written since (the machine must track dirty pages), DIR/memory.bitmap says which, and the
+// meta names the parent (docs/snapshot-format.md). A full snapshot of a tracking machine
+// starts a new interval.
 CreateStats create(vmm::Machine& m, const std::vector<AttachedDevice>& devices,
                    const std::string& dir, nlohmann::json meta,
-                   std::chrono::milliseconds drain_timeout = std::chrono::seconds(10));
+                   std::chrono::milliseconds drain_timeout = std::chrono::seconds(10),
+                   const std::string& diff_parent = {});
 
 // Restore side, after the devices are re-created and attached in slot order and before
 // Machine::run(): restores each transport from its record. Devices of kind "vsock" get a

@@ -61,6 +61,7 @@ bool store16(const vmm::GuestMemory& mem, uint64_t gpa, uint16_t v, std::memory_
     uint16_t* p = field16(mem, gpa);
     if (!p) return false;
     std::atomic_ref<uint16_t>(*p).store(v, o);
+    mem.mark_dirty(gpa, sizeof v);
     return true;
 }
 
@@ -245,7 +246,25 @@ PopResult Queue::pop(const vmm::GuestMemory& mem) {
         return r;
     }
     r.status = PopStatus::kChain;
+    // The device may write any device-writable buffer it was handed: a diff snapshot must
+    // hold those pages (KVM's dirty log sees only the guest's own writes).
+    if (mem.dirty_tracking()) {
+        if (writable_.size() != size_) writable_.assign(size_, {});
+        auto& w = writable_[head];
+        w.clear();
+        for (const Descriptor& d : r.chain.descs) {
+            if (!d.device_writable) continue;
+            mem.mark_dirty(d.addr, d.len);
+            w.emplace_back(d.addr, d.len);
+        }
+    }
     return r;
+}
+
+void Queue::mark_used_dirty(const vmm::GuestMemory& mem, uint16_t head) {
+    if (head >= writable_.size()) return;
+    for (auto [addr, len] : writable_[head]) mem.mark_dirty(addr, len);
+    writable_[head].clear();
 }
 
 QueueError Queue::walk(const vmm::GuestMemory& mem, const uint8_t* table, uint16_t head,
@@ -297,6 +316,7 @@ bool Queue::add_used(const vmm::GuestMemory& mem, uint16_t head, uint32_t len) {
     const uint64_t elem = used_addr_ + kUsedRing + kUsedElemSize * (next_used_ & (size_ - 1));
     const uint32_t v[2] = {head, len};
     if (!mem.write(elem, v, sizeof v)) return false;
+    if (mem.dirty_tracking()) mark_used_dirty(mem, head);
     ++next_used_;
     // Release: the element must be visible before the driver sees the new idx.
     return store16(mem, used_addr_ + kUsedIdx, next_used_, std::memory_order_release);
@@ -311,6 +331,7 @@ bool Queue::add_used_batch(const vmm::GuestMemory& mem, std::span<const UsedElem
         const uint64_t elem = used_addr_ + kUsedRing + kUsedElemSize * (next & (size_ - 1));
         const uint32_t v[2] = {e.head, e.len};
         if (!mem.write(elem, v, sizeof v)) return false;
+        if (mem.dirty_tracking()) mark_used_dirty(mem, e.head);
         ++next;
     }
     if (!store16(mem, used_addr_ + kUsedIdx, next, std::memory_order_release)) return false;

@@ -176,6 +176,11 @@ class Queue {
     uint64_t used_addr_ = 0;
     uint16_t next_avail_ = 0;
     uint16_t next_used_ = 0;
+    // Dirty tracking on (GuestMemory::dirty_tracking): each popped chain's device-writable
+    // ranges, by head, marked dirty again when the chain is used. A device may hold a chain
+    // across a snapshot (RX buffers) and write it in the next diff's epoch.
+    std::vector<std::vector<std::pair<uint64_t, uint32_t>>> writable_;
+    void mark_used_dirty(const vmm::GuestMemory& mem, uint16_t head);
     bool event_idx_ = false;
     bool indirect_ = false;
     uint16_t signalled_used_ = 0;

@@ -182,6 +182,97 @@ uint64_t GuestMemory::save(const std::string& path) const {
     return written;
 }
 
+void GuestMemory::enable_dirty_tracking() {
+    if (dirty_) return;
+    dirty_words_ = (size_ / kPageSize + 63) / 64;
+    dirty_ = std::make_unique<std::atomic<uint64_t>[]>(dirty_words_);
+    for (uint64_t i = 0; i < dirty_words_; ++i) dirty_[i].store(0, std::memory_order_relaxed);
+}
+
+void GuestMemory::mark_dirty_slow(uint64_t gpa, uint64_t len) const {
+    if (len == 0) return;
+    for (const auto& reg : regions_) {
+        if (gpa < reg.gpa || gpa - reg.gpa >= reg.size) continue;
+        const uint64_t off = reg.file_offset + (gpa - reg.gpa);
+        const uint64_t end = reg.file_offset + std::min(reg.size, gpa - reg.gpa + len);
+        for (uint64_t p = off / kPageSize; p <= (end - 1) / kPageSize; ++p)
+            dirty_[p / 64].fetch_or(1ull << (p % 64), std::memory_order_relaxed);
+        return;
+    }
+}
+
+std::vector<uint64_t> GuestMemory::take_dirty() {
+    std::vector<uint64_t> out((size_ / kPageSize + 63) / 64, 0);
+    for (uint64_t i = 0; dirty_ && i < dirty_words_; ++i)
+        out[i] = dirty_[i].exchange(0, std::memory_order_relaxed);
+    return out;
+}
+
+void GuestMemory::or_bitmap(std::vector<uint64_t>& bitmap, uint64_t first_page,
+                            std::span<const uint64_t> slot_bits, uint64_t pages) {
+    for (uint64_t i = 0; i < pages; ++i) {
+        if (!(slot_bits[i / 64] >> (i % 64) & 1)) continue;
+        const uint64_t p = first_page + i;
+        if (p / 64 < bitmap.size()) bitmap[p / 64] |= 1ull << (p % 64);
+    }
+}
+
+void GuestMemory::overlay(const std::string& path, std::span<const uint64_t> bitmap) {
+    UniqueFd in(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!in) throw_errno("opening diff memory file " + path);
+    struct stat st {};
+    if (::fstat(in.get(), &st) < 0) throw_errno("stat of diff memory file " + path);
+    if (static_cast<uint64_t>(st.st_size) != size_)
+        throw std::system_error(EINVAL, std::generic_category(),
+                                "diff memory file " + path + " is " + std::to_string(st.st_size) +
+                                    " bytes, the snapshot says " + std::to_string(size_));
+    uint8_t* base = map_.as<uint8_t>();
+    const uint64_t pages = size_ / kPageSize;
+    for (uint64_t p = 0; p < pages;) {
+        if (p / 64 >= bitmap.size() || !(bitmap[p / 64] >> (p % 64) & 1)) {
+            ++p;
+            continue;
+        }
+        uint64_t q = p;  // one pread per run of set pages
+        while (q < pages && q / 64 < bitmap.size() && (bitmap[q / 64] >> (q % 64) & 1)) ++q;
+        for (uint64_t at = p * kPageSize; at < q * kPageSize;) {
+            ssize_t n = ::pread(in.get(), base + at, q * kPageSize - at, static_cast<off_t>(at));
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) throw_errno("reading diff memory file " + path, n == 0 ? EIO : errno);
+            at += static_cast<uint64_t>(n);
+        }
+        p = q;
+    }
+}
+
+uint64_t GuestMemory::save_pages(const std::string& path, std::span<const uint64_t> bitmap) const {
+    UniqueFd out(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (!out) throw_errno("creating memory file " + path);
+    if (::ftruncate(out.get(), static_cast<off_t>(size_)) < 0)
+        throw_errno("sizing memory file " + path);
+    const uint8_t* base = map_.as<const uint8_t>();
+    const uint64_t pages = size_ / kPageSize;
+    uint64_t written = 0;
+    for (uint64_t p = 0; p < pages;) {
+        if (p / 64 >= bitmap.size() || !(bitmap[p / 64] >> (p % 64) & 1)) {
+            ++p;
+            continue;
+        }
+        uint64_t q = p;
+        while (q < pages && q / 64 < bitmap.size() && (bitmap[q / 64] >> (q % 64) & 1)) ++q;
+        for (uint64_t at = p * kPageSize; at < q * kPageSize;) {
+            ssize_t n = ::pwrite(out.get(), base + at, q * kPageSize - at, static_cast<off_t>(at));
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) throw_errno("writing memory file " + path, n == 0 ? EIO : errno);
+            at += static_cast<uint64_t>(n);
+            written += static_cast<uint64_t>(n);
+        }
+        p = q;
+    }
+    if (::fsync(out.get()) < 0) throw_errno("syncing memory file " + path);
+    return written;
+}
+
 uint8_t* GuestMemory::host_ptr(uint64_t gpa, uint64_t len) const {
     for (const auto& reg : regions_) {
         if (gpa >= reg.gpa && gpa - reg.gpa <= reg.size && len <= reg.size - (gpa - reg.gpa))

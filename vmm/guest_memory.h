@@ -1,9 +1,12 @@
 // Guest RAM: one memfd split around the 32-bit MMIO gap, mapped shared into the VMM.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -53,6 +56,7 @@ class GuestMemory {
         uint8_t* p = host_ptr(gpa, len);
         if (!p) return false;
         std::memcpy(p, data, len);
+        mark_dirty(gpa, len);
         return true;
     }
     bool read(uint64_t gpa, void* data, uint64_t len) const {
@@ -70,6 +74,31 @@ class GuestMemory {
         return read(gpa, &v, sizeof(T));
     }
 
+    // Dirty-page tracking of the VMM's own writes (diff snapshots; KVM logs the guest's).
+    // Every device write into guest RAM goes through a device-writable descriptor of a popped
+    // chain, a used ring or write(): those call mark_dirty(). Off until enabled; then one bit
+    // per 4 KiB page of the backing file, set from any thread.
+    static constexpr uint64_t kPageSize = 4096;
+    void enable_dirty_tracking();
+    bool dirty_tracking() const { return dirty_ != nullptr; }
+    // Marks the pages of [gpa, gpa+len) (clipped to RAM). Never throws.
+    void mark_dirty(uint64_t gpa, uint64_t len) const {
+        if (dirty_) mark_dirty_slow(gpa, len);
+    }
+    // The VMM's bitmap since the last call (one bit per page of the file, 64 pages a word),
+    // cleared as it is taken.
+    std::vector<uint64_t> take_dirty();
+    // The pages of [offset, offset+len) of the backing file, as a slot-relative KVM dirty log
+    // is, or-ed into `bitmap` (file pages, words of 64).
+    static void or_bitmap(std::vector<uint64_t>& bitmap, uint64_t first_page,
+                          std::span<const uint64_t> slot_bits, uint64_t pages);
+    // Copies the pages set in `bitmap` from the file at `path` (same size as this memory)
+    // over guest RAM: a diff snapshot on top of its parent. Throws std::system_error.
+    void overlay(const std::string& path, std::span<const uint64_t> bitmap);
+    // Writes the pages set in `bitmap` to `path` (created, size() bytes, sparse elsewhere),
+    // zero pages included: the diff's bitmap says which pages it holds. Returns bytes written.
+    uint64_t save_pages(const std::string& path, std::span<const uint64_t> bitmap) const;
+
     // Highest guest-physical address + 1 of RAM below the MMIO gap.
     uint64_t low_ram_end() const { return regions_.front().gpa + regions_.front().size; }
 
@@ -82,6 +111,9 @@ class GuestMemory {
     Mapping map_;
     uint64_t size_ = 0;
     std::vector<MemoryRegion> regions_;
+    void mark_dirty_slow(uint64_t gpa, uint64_t len) const;
+    std::unique_ptr<std::atomic<uint64_t>[]> dirty_;
+    uint64_t dirty_words_ = 0;
 };
 
 }  // namespace vessel::vmm

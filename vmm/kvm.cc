@@ -78,15 +78,32 @@ Vm::Vm(const Kvm& kvm) {
     if (xioctl(fd_.get(), KVM_CREATE_PIT2, &pit) < 0) throw_errno("creating in-kernel PIT");
 }
 
-void Vm::set_memory(const GuestMemory& mem) {
+void Vm::set_memory(const GuestMemory& mem, bool log_dirty) {
     for (const auto& r : mem.regions()) {
         kvm_userspace_memory_region reg{};
         reg.slot = next_slot_++;
+        if (log_dirty) {
+            reg.flags = KVM_MEM_LOG_DIRTY_PAGES;
+            logged_.push_back({reg.slot, r.file_offset / GuestMemory::kPageSize,
+                               r.size / GuestMemory::kPageSize});
+        }
         reg.guest_phys_addr = r.gpa;
         reg.memory_size = r.size;
         reg.userspace_addr = reinterpret_cast<uint64_t>(r.host);
         if (xioctl(fd_.get(), KVM_SET_USER_MEMORY_REGION, &reg) < 0)
             throw_errno("registering guest memory slot " + std::to_string(reg.slot));
+    }
+}
+
+void Vm::take_dirty_log(std::vector<uint64_t>& bitmap) const {
+    for (const Slot& s : logged_) {
+        std::vector<uint64_t> bits((s.pages + 63) / 64, 0);
+        kvm_dirty_log log{};
+        log.slot = s.slot;
+        log.dirty_bitmap = bits.data();
+        if (xioctl(fd_.get(), KVM_GET_DIRTY_LOG, &log) < 0)
+            throw_errno("reading KVM's dirty-page log of slot " + std::to_string(s.slot));
+        GuestMemory::or_bitmap(bitmap, s.first_page, bits, s.pages);
     }
 }
 

@@ -39,8 +39,12 @@ class Vm {
     explicit Vm(const Kvm& kvm);
 
     int fd() const { return fd_.get(); }
-    // Registers every region of `mem` as a KVM memory slot.
-    void set_memory(const GuestMemory& mem);
+    // Registers every region of `mem` as a KVM memory slot; `log_dirty`: with KVM's dirty-page
+    // log on (diff snapshots).
+    void set_memory(const GuestMemory& mem, bool log_dirty = false);
+    // The guest's writes since the last call, or-ed into `bitmap` (one bit per page of the
+    // memory's backing file; see GuestMemory::take_dirty). KVM clears its log as it is read.
+    void take_dirty_log(std::vector<uint64_t>& bitmap) const;
     // Pulses (edge) or sets (level) an IOAPIC/PIC input.
     void set_irq_line(uint32_t irq, bool level) const;
     void pulse_irq(uint32_t irq) const {
@@ -64,6 +68,12 @@ class Vm {
   private:
     UniqueFd fd_;
     uint32_t next_slot_ = 0;
+    struct Slot {
+        uint32_t slot;
+        uint64_t first_page;  // in the backing file
+        uint64_t pages;
+    };
+    std::vector<Slot> logged_;  // slots with the dirty log on
 };
 
 class Vcpu {

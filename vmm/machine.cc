@@ -104,6 +104,7 @@ Machine::Machine(MachineConfig cfg, RestoreSource from)
       mem_(from.copy_memory ? GuestMemory::load_file(from.memory_path, from.state.memory_size)
                             : GuestMemory::map_file(from.memory_path, from.state.memory_size)),
       restore_(std::make_unique<RestoreSource>(std::move(from))) {
+    for (const auto& o : restore_->overlays) mem_.overlay(o.path, o.bitmap);
     init();
 }
 
@@ -115,7 +116,8 @@ void Machine::init() {
                                     std::to_string(kvm_.max_vcpus()));
     stop_fd_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!stop_fd_) throw_errno("creating stop eventfd");
-    vm_.set_memory(mem_);
+    if (cfg_.track_dirty) mem_.enable_dirty_tracking();
+    vm_.set_memory(mem_, cfg_.track_dirty);
 
     int console = cfg_.console_fd;
     serial_ = std::make_shared<Serial>([console](uint8_t b) { write_all(console, &b, 1); },
@@ -205,6 +207,7 @@ void Machine::park_if_pausing(Vcpu& v) {
 bool Machine::pause() {
     std::unique_lock lk(pause_mu_);
     if (!running_ || stopping_.load()) return false;
+    const bool already = pause_requested_;
     if (!pause_requested_) {
         pause_requested_ = true;
         for (size_t i = 0; i < vcpus_.size(); ++i) {
@@ -215,8 +218,9 @@ bool Machine::pause() {
     pause_cv_.wait(lk, [this] { return fully_paused() || stopping_.load(); });
     if (stopping_.load()) return false;
     // Guest time stands still while paused (as QEMU's stopped state): the clock value is
-    // written back on resume and saved in snapshots.
-    paused_clock_ = vm_.get_clock();
+    // written back on resume and saved in snapshots. Read once per pause: a second snapshot
+    // of a paused machine is of the same moment.
+    if (!already) paused_clock_ = vm_.get_clock();
     return true;
 }
 
@@ -248,6 +252,23 @@ uint64_t Machine::save_memory(const std::string& path) {
     if (!fully_paused() || stopping_.load())
         throw std::logic_error("saving the memory of a machine that is not paused");
     return mem_.save(path);
+}
+
+std::vector<uint64_t> Machine::take_dirty_pages() {
+    std::lock_guard lk(pause_mu_);
+    if (!fully_paused() || stopping_.load())
+        throw std::logic_error("reading the dirty pages of a machine that is not paused");
+    if (!cfg_.track_dirty) return {};
+    std::vector<uint64_t> bitmap = mem_.take_dirty();
+    vm_.take_dirty_log(bitmap);
+    return bitmap;
+}
+
+uint64_t Machine::save_memory_pages(const std::string& path, const std::vector<uint64_t>& bitmap) {
+    std::lock_guard lk(pause_mu_);
+    if (!fully_paused() || stopping_.load())
+        throw std::logic_error("saving the memory of a machine that is not paused");
+    return mem_.save_pages(path, bitmap);
 }
 
 void Machine::apply_restored_state() {

@@ -39,6 +39,9 @@ struct MachineConfig {
     // process (for good), and every vCPU and device thread enters its role. Off by default
     // for library users and tests; the CLI turns it on.
     bool seccomp = false;
+    // Dirty-page tracking for diff snapshots: KVM's dirty log on every memory slot plus the
+    // VMM's own writes (GuestMemory::mark_dirty). Costs a write fault per page and interval.
+    bool track_dirty = false;
 };
 
 // Where an MMIO device was placed: its window, its interrupt line.
@@ -66,6 +69,13 @@ struct RestoreSource {
     MachineState state;
     std::string memory_path;   // sparse file of state.memory_size bytes, mapped MAP_PRIVATE
     bool copy_memory = false;  // read it into a memfd instead (GuestMemory::load_file)
+    // Diff snapshots on top of memory_path, oldest first: each file's pages set in its bitmap
+    // are copied over guest RAM (GuestMemory::overlay).
+    struct Overlay {
+        std::string path;
+        std::vector<uint64_t> bitmap;
+    };
+    std::vector<Overlay> overlays = {};
 };
 
 struct RunResult {
@@ -110,6 +120,12 @@ class Machine {
     MachineState capture();
     // Guest RAM to a sparse file (see GuestMemory::save); returns bytes written. Paused only.
     uint64_t save_memory(const std::string& path);
+    // Pages written since the last call (or since the start), guest and VMM writes together;
+    // empty when the machine was not made with track_dirty. Paused only.
+    std::vector<uint64_t> take_dirty_pages();
+    bool tracks_dirty() const { return cfg_.track_dirty; }
+    // Only the pages set in `bitmap` to a sparse file (GuestMemory::save_pages). Paused only.
+    uint64_t save_memory_pages(const std::string& path, const std::vector<uint64_t>& bitmap);
     // Called by run() right after a restored state is applied, before any vCPU runs (e.g.
     // to raise device interrupts once the irqchip holds its saved state). Call before run().
     void set_after_restore(std::function<void()> fn) { after_restore_ = std::move(fn); }

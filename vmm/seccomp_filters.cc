@@ -50,14 +50,15 @@ constexpr uint64_t kVcpuIoctls[] = {KVM_RUN, KVM_IRQ_LINE, TUNSETOFFLOAD};
 
 // What the control thread issues while the machine is paused: reading every vCPU's and the
 // VM's state for a snapshot (Machine::capture), the guest clock (pause, resume), and the MSR
-// list probed on the first capture. Reads only, besides the clock: a snapshot never changes
-// the running machine.
+// list probed on the first capture, and the dirty-page log of a diff snapshot (reading it
+// re-arms KVM's write tracking). Reads only, besides the clock: a snapshot never changes the
+// guest's state.
 constexpr uint64_t kCaptureIoctls[] = {
     KVM_GET_REGS,    KVM_GET_SREGS,       KVM_GET_FPU,           KVM_GET_LAPIC,
     KVM_GET_XCRS,    KVM_GET_VCPU_EVENTS, KVM_GET_MP_STATE,      KVM_GET_DEBUGREGS,
     KVM_GET_IRQCHIP, KVM_GET_PIT2,        KVM_GET_CLOCK,         KVM_SET_CLOCK,
     KVM_GET_TSC_KHZ, abi::kGetMsrs,       abi::kGetMsrIndexList, abi::kGetXsave,
-    abi::kGetXsave2, abi::kGetCpuid2,     KVM_CHECK_EXTENSION};
+    abi::kGetXsave2, abi::kGetCpuid2,     KVM_CHECK_EXTENSION,   KVM_GET_DIRTY_LOG};
 
 // Terminal ioctls of the agent thread: window size, raw mode on and off (tcgetattr,
 // tcsetattr, isatty).

@@ -10,7 +10,10 @@
 #include <string>
 #include <vector>
 
+#include <sys/stat.h>
+
 #include "snapshot/crc32c.h"
+#include "snapshot/snapshot.h"
 #include "tests/e2e/e2e_util.h"
 
 using vessel::test::ProcOptions;
@@ -178,6 +181,93 @@ TEST_F(SnapshotE2E, FilesOnDiskAreIntactAfterRestore) {
     ASSERT_EQ(check.status, 0) << check.err;
     EXPECT_NE(check.out.find(md5), std::string::npos) << check.out;
     EXPECT_NE(check.out.find("restored-data"), std::string::npos) << check.out;
+}
+
+std::string file_bytes(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(in)), {});
+}
+
+uint64_t allocated(const std::string& path) {
+    struct stat st {};
+    return ::stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_blocks) * 512 : 0;
+}
+
+// A full snapshot, then a diff (left paused) and a full one of that same moment: the diff
+// holds a fraction of the pages, base + diff merged is the full one, and a restore of the
+// diff (through its parent) goes on from there.
+TEST_F(SnapshotE2E, BasePlusDiffEqualsAFullSnapshotOfTheSameMoment) {
+    TempDir tmp;
+    const std::string base = tmp / "base", diff = tmp / "diff", full = tmp / "full",
+                      merged = tmp / "merged", id = id_for("diff");
+    ProcResult early, s0, s1, s2;
+    ProcOptions o;
+    o.timeout_s = 600;
+    o.marker = "tick=3\n";
+    o.on_marker = [&](pid_t) {
+        // No earlier snapshot of this VM: nothing a diff could be of.
+        early = run_process({VESSEL_BIN, "snapshot", "create", "--diff", id, tmp / "early"}, 300);
+        s0 = run_process({VESSEL_BIN, "snapshot", "create", id, base}, 300);
+        ::usleep(1500 * 1000);
+        s1 = run_process({VESSEL_BIN, "snapshot", "create", "--diff", "--leave-paused", id, diff},
+                         300);
+        s2 = run_process({VESSEL_BIN, "snapshot", "create", "--stop", id, full}, 300);
+    };
+    ProcResult b = run_process({VESSEL_BIN, "boot", "--kernel", e2e_kernel(), "--id", id,
+                                "--memory", "256M", "--track-dirty", "--", "sh", "-c", kCounter},
+                               o);
+    EXPECT_EQ(early.status, 1);
+    EXPECT_NE(early.err.find("needs an earlier snapshot"), std::string::npos) << early.err;
+    EXPECT_FALSE(std::filesystem::exists(tmp / "early"));
+    ASSERT_EQ(s0.status, 0) << s0.err;
+    ASSERT_EQ(s1.status, 0) << s1.err;
+    ASSERT_EQ(s2.status, 0) << s2.err;
+    EXPECT_EQ(b.status, 0) << b.err;  // stopped by the last snapshot
+
+    // The diff holds what changed in 1.5 s, not the guest's whole footprint.
+    const uint64_t base_bytes = allocated(base + "/memory"),
+                   diff_bytes = allocated(diff + "/memory");
+    EXPECT_GT(diff_bytes, 0u);
+    EXPECT_LT(diff_bytes * 4, base_bytes) << diff_bytes << " vs " << base_bytes;
+
+    ProcResult m = run_process({VESSEL_BIN, "snapshot", "merge", diff, merged}, 300);
+    ASSERT_EQ(m.status, 0) << m.err;
+    // Same memory, byte for byte, and the same vCPU and device state. (Not every byte of
+    // the state: the TSC, the LAPIC timer's count and the PIT go on counting between two
+    // captures of one paused moment; the guest clock does not.)
+    EXPECT_TRUE(file_bytes(merged + "/memory") == file_bytes(full + "/memory"));
+    namespace snap = vessel::snapshot;
+    snap::Snapshot a = snap::load(merged), f = snap::load(full);
+    ASSERT_EQ(a.machine.vcpu.size(), f.machine.vcpu.size());
+    for (size_t i = 0; i < a.machine.vcpu.size(); ++i) {
+        const auto &x = a.machine.vcpu[i], &y = f.machine.vcpu[i];
+        EXPECT_EQ(std::memcmp(&x.regs, &y.regs, sizeof x.regs), 0) << "vCPU " << i;
+        EXPECT_EQ(std::memcmp(&x.sregs, &y.sregs, sizeof x.sregs), 0) << "vCPU " << i;
+        EXPECT_TRUE(x.xsave == y.xsave) << "vCPU " << i;
+        EXPECT_EQ(x.mp_state.mp_state, y.mp_state.mp_state);
+    }
+    EXPECT_EQ(std::memcmp(&a.machine.vm.clock, &f.machine.vm.clock, sizeof a.machine.vm.clock), 0);
+    ASSERT_EQ(a.devices.size(), f.devices.size());
+    for (size_t i = 0; i < a.devices.size(); ++i) {
+        EXPECT_EQ(snap::transport_to_json(a.devices[i].transport),
+                  snap::transport_to_json(f.devices[i].transport));
+        EXPECT_EQ(a.devices[i].state, f.devices[i].state);
+    }
+    EXPECT_FALSE(a.meta.contains("diff"));
+    EXPECT_TRUE(a.meta.contains("merged_from"));
+
+    ProcResult r = restore(diff);
+    EXPECT_EQ(r.status, 7) << r.err;
+    // The boot's console and the restore's together count 1..40, each once.
+    std::vector<int> all = ticks(b.out + r.out);
+    ASSERT_EQ(all.size(), 40u) << b.out << "\n---\n" << r.out;
+    for (size_t i = 0; i < all.size(); ++i) EXPECT_EQ(all[i], static_cast<int>(i) + 1);
+
+    // A diff whose parent is gone is refused before anything runs.
+    std::filesystem::remove_all(base);
+    ProcResult gone = restore(diff);
+    EXPECT_EQ(gone.status, 1);
+    EXPECT_NE(gone.err.find("parent"), std::string::npos) << gone.err;
 }
 
 TEST_F(SnapshotE2E, BadSnapshotsAreRefusedAndNothingRuns) {

@@ -2,6 +2,7 @@
 // with a message naming the problem (docs/snapshot-format.md).
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -13,6 +14,7 @@
 #include "snapshot/format.h"
 #include "snapshot/machine_codec.h"
 #include "snapshot/snapshot.h"
+#include "vmm/guest_memory.h"
 
 using namespace vessel::snapshot;
 using vessel::vmm::MachineState;
@@ -348,6 +350,100 @@ TEST_F(SnapshotDir, TruncatedStateFileIsRefused) {
     std::string err = load_error();
     EXPECT_NE(err.find("truncated"), std::string::npos) << err;
     EXPECT_NE(err.find(dir_), std::string::npos) << err;
+}
+
+// Diff chains without KVM: a base and a diff made by hand, resolved, merged and broken.
+class SnapshotChain : public SnapshotDir {
+  protected:
+    static constexpr uint64_t kSize = 128ull << 20;
+    std::string base() { return dir_ + "/base"; }
+    std::string diff() { return dir_ + "/diff"; }
+    void make(bool with_parent = true) {
+        ASSERT_EQ(::mkdir(base().c_str(), 0700), 0);
+        ASSERT_EQ(::mkdir(diff().c_str(), 0700), 0);
+        // Base memory: page p starts with p + 1. Diff: pages 2 and 9 changed.
+        vessel::vmm::GuestMemory m = vessel::vmm::GuestMemory::create(kSize);
+        for (uint64_t p = 0; p < 16; ++p) {
+            uint64_t v = p + 1;
+            ASSERT_TRUE(m.write(p * 4096, &v, 8));
+        }
+        m.save(base() + "/memory");
+        save(base(), sample());
+        bitmap_.assign(kSize / 4096 / 64, 0);
+        bitmap_[0] = (1ull << 2) | (1ull << 9);
+        for (uint64_t p : {2, 9}) {
+            uint64_t v = 100 + p;
+            ASSERT_TRUE(m.write(p * 4096, &v, 8));
+        }
+        m.save_pages(diff() + "/memory", bitmap_);
+        write_bitmap(diff() + "/" + kBitmapFile, bitmap_);
+        Snapshot s = sample();
+        s.meta["diff"] = {{"parent", with_parent ? base() : diff()},
+                          {"pages", 2},
+                          {"bitmap_crc32c", bitmap_crc(bitmap_)}};
+        save(diff(), s);
+    }
+    std::string resolve_error() {
+        try {
+            resolve(diff());
+            return {};
+        } catch (const SnapshotError& e) {
+            return e.what();
+        }
+    }
+    std::vector<uint64_t> bitmap_;
+};
+
+TEST_F(SnapshotChain, ResolveThenMergeGivesTheNewestMemory) {
+    make();
+    Resolved r = resolve(diff());
+    EXPECT_EQ(r.memory_path, base() + "/memory");
+    ASSERT_EQ(r.overlays.size(), 1u);
+    EXPECT_EQ(r.overlays[0].path, diff() + "/memory");
+    EXPECT_EQ(r.overlays[0].bitmap, bitmap_);
+    EXPECT_TRUE(r.snap.meta.contains("diff"));
+
+    const std::string out = dir_ + "/merged";
+    merge(diff(), out);
+    Snapshot s = load(out);
+    EXPECT_FALSE(s.meta.contains("diff"));
+    vessel::vmm::GuestMemory m = vessel::vmm::GuestMemory::load_file(out + "/memory", kSize);
+    for (uint64_t p = 0; p < 16; ++p) {
+        uint64_t v = 0;
+        ASSERT_TRUE(m.read(p * 4096, &v, 8));
+        EXPECT_EQ(v, p == 2 || p == 9 ? 100 + p : p + 1) << "page " << p;
+    }
+    // A full snapshot resolves to itself; merging into a snapshot is refused.
+    EXPECT_TRUE(resolve(base()).overlays.empty());
+    EXPECT_THROW(merge(diff(), out), SnapshotError);
+}
+
+TEST_F(SnapshotChain, MissingParentIsRefused) {
+    make();
+    std::filesystem::remove_all(base());
+    std::string err = resolve_error();
+    EXPECT_NE(err.find("parent"), std::string::npos) << err;
+}
+
+TEST_F(SnapshotChain, CorruptedOrShortBitmapIsRefused) {
+    make();
+    const std::string b = diff() + "/" + kBitmapFile;
+    {
+        std::fstream f(b, std::ios::in | std::ios::out | std::ios::binary);
+        f.seekp(100);
+        f.put('\x01');
+    }
+    std::string err = resolve_error();
+    EXPECT_NE(err.find("checksum"), std::string::npos) << err;
+    ASSERT_EQ(::truncate(b.c_str(), 64), 0);
+    err = resolve_error();
+    EXPECT_NE(err.find("bytes, expected"), std::string::npos) << err;
+}
+
+TEST_F(SnapshotChain, ALoopIsRefused) {
+    make(false);  // the diff names itself as parent
+    std::string err = resolve_error();
+    EXPECT_NE(err.find("loops"), std::string::npos) << err;
 }
 
 }  // namespace

@@ -122,4 +122,73 @@ TEST(SnapshotMemory, WrongSizeOrMissingFileIsRefused) {
     EXPECT_THROW(GuestMemory::map_file(d.path, 32 << 20), std::system_error);  // a directory
 }
 
+bool bit(const std::vector<uint64_t>& b, uint64_t page) {
+    return page / 64 < b.size() && (b[page / 64] >> (page % 64) & 1);
+}
+
+size_t count(const std::vector<uint64_t>& b) {
+    size_t n = 0;
+    for (uint64_t w : b) n += static_cast<size_t>(__builtin_popcountll(w));
+    return n;
+}
+
+TEST(DirtyPages, OffUntilEnabledThenEveryTouchedPage) {
+    GuestMemory m = GuestMemory::create(8 << 20);
+    m.mark_dirty(0x5000, 8);
+    EXPECT_FALSE(m.dirty_tracking());
+    EXPECT_EQ(count(m.take_dirty()), 0u);
+    m.enable_dirty_tracking();
+    ASSERT_TRUE(m.write(0x5000, "x", 1));  // page 5
+    m.mark_dirty(0x1ff0, 0x20);            // pages 1 and 2
+    m.mark_dirty(0x7ff000, 0x100000);      // the last page, clipped at the end of RAM
+    m.mark_dirty(0x10000000, 4096);        // outside RAM: ignored
+    std::vector<uint64_t> b = m.take_dirty();
+    EXPECT_EQ(b.size(), (8u << 20) / 4096 / 64);
+    EXPECT_TRUE(bit(b, 5) && bit(b, 1) && bit(b, 2) && bit(b, 2047));
+    EXPECT_EQ(count(b), 4u);
+    EXPECT_EQ(count(m.take_dirty()), 0u);  // taking clears
+}
+
+TEST(DirtyPages, SlotBitmapsLandAtTheirFileOffset) {
+    std::vector<uint64_t> file(4, 0);
+    const uint64_t slot[] = {0b101};  // slot pages 0 and 2
+    GuestMemory::or_bitmap(file, 70, slot, 3);
+    EXPECT_TRUE(bit(file, 70) && bit(file, 72));
+    EXPECT_EQ(count(file), 2u);
+}
+
+// A diff's pages, zero ones included, written alone and laid over other memory.
+TEST(DirtyPages, SavedPagesOverlayExactlyThosePages) {
+    Dir d;
+    constexpr uint64_t kSize = 4 << 20;
+    GuestMemory src = GuestMemory::create(kSize);
+    for (uint64_t p = 0; p < kSize / 4096; ++p) {
+        uint64_t v = 0x1000 + p;
+        ASSERT_TRUE(src.write(p * 4096, &v, 8));
+    }
+    uint64_t zero = 0;
+    ASSERT_TRUE(src.write(10 * 4096, &zero, 8));  // page 10 becomes all zero
+    std::vector<uint64_t> b(kSize / 4096 / 64, 0);
+    for (uint64_t p : {3, 4, 10, 1023}) b[p / 64] |= 1ull << (p % 64);
+    const std::string f = d.path + "/diff";
+    EXPECT_EQ(src.save_pages(f, b), 4u * 4096);
+    EXPECT_LE(allocated(f), 4u * 4096 + 8192);  // sparse elsewhere
+
+    GuestMemory dst = GuestMemory::create(kSize);
+    for (uint64_t p = 0; p < kSize / 4096; ++p) {
+        uint64_t v = 0xdead;
+        ASSERT_TRUE(dst.write(p * 4096, &v, 8));
+    }
+    dst.overlay(f, b);
+    for (uint64_t p = 0; p < kSize / 4096; ++p) {
+        uint64_t v = 0;
+        ASSERT_TRUE(dst.read(p * 4096, &v, 8));
+        const bool in = bit(b, p);
+        EXPECT_EQ(v, !in ? 0xdeadu : p == 10 ? 0u : 0x1000 + p) << "page " << p;
+    }
+    // A file of another size is refused before anything is copied.
+    GuestMemory other = GuestMemory::create(8 << 20);
+    EXPECT_THROW(other.overlay(f, b), std::system_error);
+}
+
 }  // namespace

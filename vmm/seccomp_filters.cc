@@ -177,7 +177,7 @@ std::vector<Rule> control() {
               SCMP_SYS(unlink),     SCMP_SYS(unlinkat),  SCMP_SYS(rmdir),     SCMP_SYS(rename),
               SCMP_SYS(renameat),   SCMP_SYS(renameat2), SCMP_SYS(ftruncate), SCMP_SYS(pwrite64),
               SCMP_SYS(lseek),      SCMP_SYS(fsync),     SCMP_SYS(fdatasync), SCMP_SYS(fstat),
-              SCMP_SYS(newfstatat), SCMP_SYS(statx),     SCMP_SYS(flock)});
+              SCMP_SYS(newfstatat), SCMP_SYS(statx),     SCMP_SYS(flock),     SCMP_SYS(mincore)});
     for (uint64_t req : kCaptureIoctls) allow_arg(r, SCMP_SYS(ioctl), 1, {req});
     return r;
 }

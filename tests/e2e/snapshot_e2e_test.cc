@@ -256,11 +256,26 @@ TEST_F(SnapshotE2E, BasePlusDiffEqualsAFullSnapshotOfTheSameMoment) {
     EXPECT_FALSE(a.meta.contains("diff"));
     EXPECT_TRUE(a.meta.contains("merged_from"));
 
-    ProcResult r = restore(diff);
+    // The diff restored (through its parent) and tracking again: a diff of it, whose parent
+    // is the first diff, stops it two ticks later; that chain of three restores last.
+    const std::string id2 = id_for("diff2"), diff2 = tmp / "diff2";
+    ProcResult s3;
+    ProcOptions o2;
+    o2.timeout_s = 600;
+    std::vector<int> seen = ticks(b.out);
+    ASSERT_FALSE(seen.empty());
+    o2.marker = "tick=" + std::to_string(seen.back() + 2) + "\n";
+    o2.on_marker = [&](pid_t) {
+        s3 = run_process({VESSEL_BIN, "snapshot", "create", "--diff", "--stop", id2, diff2}, 300);
+    };
+    ProcResult r1 = run_process({VESSEL_BIN, "restore", "--id", id2, "--track-dirty", diff}, o2);
+    ASSERT_EQ(s3.status, 0) << s3.err << r1.err;
+    EXPECT_EQ(r1.status, 0) << r1.err;
+    ProcResult r = restore(diff2);
     EXPECT_EQ(r.status, 7) << r.err;
-    // The boot's console and the restore's together count 1..40, each once.
-    std::vector<int> all = ticks(b.out + r.out);
-    ASSERT_EQ(all.size(), 40u) << b.out << "\n---\n" << r.out;
+    // The three consoles together count 1..40, each once.
+    std::vector<int> all = ticks(b.out + r1.out + r.out);
+    ASSERT_EQ(all.size(), 40u) << b.out << "\n---\n" << r1.out << "\n---\n" << r.out;
     for (size_t i = 0; i < all.size(); ++i) EXPECT_EQ(all[i], static_cast<int>(i) + 1);
 
     // A diff whose parent is gone is refused before anything runs.

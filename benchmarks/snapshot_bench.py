@@ -140,6 +140,51 @@ def qemu_round(a, work, mem, i):
     os.unlink(q + '.state')
     return dict(create_ms=create_ms, size=size, restore_wall_ms=wall_ms)
 
+def restore_timing(a, work, d, tag):
+    errf = os.path.join(work, f'{tag}.restore.err')
+    with open(errf, 'wb') as ef:
+        t = now()
+        p = subprocess.Popen([a.vessel, 'restore', '--timing', '--console-log', '/dev/null', d],
+                             stdout=subprocess.DEVNULL, stderr=ef)
+        ok = wait_for(errf, 'to first guest instruction', timeout=120, proc=p)
+        wall_ms = (now() - t) * 1e3
+        p.terminate()
+        p.wait(timeout=60)
+    line = open(errf).read()
+    if not ok:
+        raise SystemExit('vessel restore failed: ' + line)
+    return wall_ms, float(line.split('to first guest instruction ')[1].split(' ms')[0])
+
+def vessel_diff_round(a, work, mem, i):
+    """--track-dirty boot; a full snapshot (the VM goes on), 1 s later a diff that stops it;
+    restore from the diff (its parent's memory mapped, the diff's pages copied over)."""
+    base, diff = os.path.join(work, f'b{mem}-{i}'), os.path.join(work, f'd{mem}-{i}')
+    vid = f'benchd-{os.getpid()}-{mem}-{i}'
+    con = os.path.join(work, f'd{mem}-{i}.console')
+    boot = subprocess.Popen([a.vessel, 'boot', '--kernel', a.kernel, '--memory', str(mem),
+                             '--id', vid, '--track-dirty', '--console-log', con, '--', 'sh', '-c',
+                             'echo ready; while :; do sleep 1; done'],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if not wait_for(con, 'ready', proc=boot):
+        boot.kill()
+        raise SystemExit('vessel guest did not get ready: ' + boot.stderr.read().decode())
+    out = {}
+    for name, flags, d in (('full', [], base), ('diff', ['--diff', '--stop'], diff)):
+        if name == 'diff':
+            time.sleep(1)
+        t = now()
+        r = subprocess.run([a.vessel, 'snapshot', 'create', *flags, vid, d],
+                           capture_output=True, text=True)
+        out[name + '_create_ms'] = (now() - t) * 1e3
+        if r.returncode != 0:
+            raise SystemExit('snapshot create failed: ' + r.stderr)
+        out[name + '_size'] = du_bytes(d)
+    boot.wait(timeout=60)
+    out['restore_wall_ms'], out['restore_vmm_ms'] = restore_timing(a, work, diff, f'd{mem}-{i}')
+    shutil.rmtree(base)
+    shutil.rmtree(diff)
+    return out
+
 def med(rs, k):
     return statistics.median(r[k] for r in rs)
 
@@ -152,6 +197,8 @@ def main():
     ap.add_argument('--sizes', default='128,1024')
     ap.add_argument('--runs', type=int, default=3)
     ap.add_argument('--no-qemu', action='store_true')
+    ap.add_argument('--diff', action='store_true',
+                    help='vessel only: full then diff snapshot of a --track-dirty VM')
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix='vessel-snapbench-', dir='/var/tmp')
     try:
@@ -160,6 +207,20 @@ def main():
                         'sh', '-c', 'echo ready; while :; do sleep 1; done'], check=True)
         a.cmdline = subprocess.run([a.vessel, 'boot', '--kernel', a.kernel, '--print-cmdline'],
                                    check=True, capture_output=True, text=True).stdout.strip()
+        if a.diff:
+            print('| guest RAM | full: create / size | diff 1 s later: create / size | '
+                  'restore of the diff: wall / VMM (median) |')
+            print('|---|---|---|---|')
+            for mem in [int(s) for s in a.sizes.split(',')]:
+                ds = []
+                for i in range(a.runs):
+                    ds.append(vessel_diff_round(a, work, mem, i))
+                    print(f'# {mem} MiB run {i}: {ds[-1]}', file=sys.stderr, flush=True)
+                print(f'| {mem} MiB | {med(ds,"full_create_ms"):.1f} ms / '
+                      f'{med(ds,"full_size")/2**20:.1f} MiB | {med(ds,"diff_create_ms"):.1f} ms / '
+                      f'{med(ds,"diff_size")/2**20:.2f} MiB | {med(ds,"restore_wall_ms"):.1f} / '
+                      f'{med(ds,"restore_vmm_ms"):.1f} ms |', flush=True)
+            return
         print('| guest RAM | VMM | create (median) | size on disk | restore, wall to first '
               'instruction / running (median) | restore, VMM time (median) |')
         print('|---|---|---|---|---|---|')

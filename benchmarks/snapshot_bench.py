@@ -64,19 +64,7 @@ def vessel_round(a, work, mem, i):
     size = du_bytes(d)
     # Restore: drop nothing from the page cache (the snapshot was just written, as when a
     # template is restored repeatedly); the first-instruction line ends the measurement.
-    errf = os.path.join(work, f'v{mem}-{i}.restore.err')
-    with open(errf, 'wb') as ef:
-        t = now()
-        p = subprocess.Popen([a.vessel, 'restore', '--timing', '--console-log', '/dev/null', d],
-                             stdout=subprocess.DEVNULL, stderr=ef)
-        ok = wait_for(errf, 'to first guest instruction', timeout=120, proc=p)
-        wall_ms = (now() - t) * 1e3
-        p.terminate()
-        p.wait(timeout=60)
-    line = open(errf).read()
-    if not ok:
-        raise SystemExit('vessel restore failed: ' + line)
-    vmm_ms = float(line.split('to first guest instruction ')[1].split(' ms')[0])
+    wall_ms, vmm_ms, line = restore_timing(a, work, d, f'v{mem}-{i}')
     apply_ms = float(line.split('apply ')[1].split(' ms')[0])
     shutil.rmtree(d)
     return dict(create_ms=create_ms, size=size, restore_wall_ms=wall_ms,
@@ -153,7 +141,7 @@ def restore_timing(a, work, d, tag):
     line = open(errf).read()
     if not ok:
         raise SystemExit('vessel restore failed: ' + line)
-    return wall_ms, float(line.split('to first guest instruction ')[1].split(' ms')[0])
+    return wall_ms, float(line.split('to first guest instruction ')[1].split(' ms')[0]), line
 
 def vessel_diff_round(a, work, mem, i):
     """--track-dirty boot; a full snapshot (the VM goes on), 1 s later a diff that stops it;
@@ -180,7 +168,7 @@ def vessel_diff_round(a, work, mem, i):
             raise SystemExit('snapshot create failed: ' + r.stderr)
         out[name + '_size'] = du_bytes(d)
     boot.wait(timeout=60)
-    out['restore_wall_ms'], out['restore_vmm_ms'] = restore_timing(a, work, diff, f'd{mem}-{i}')
+    out['restore_wall_ms'], out['restore_vmm_ms'], _ = restore_timing(a, work, diff, f'd{mem}-{i}')
     shutil.rmtree(base)
     shutil.rmtree(diff)
     return out

@@ -238,18 +238,24 @@ Snapshot load(const std::string& dir) {
     return s;
 }
 
-void write_bitmap(const std::string& path, const std::vector<uint64_t>& bitmap) {
+namespace {
+
+// The bitmap as stored: little-endian u64 words.
+std::vector<uint8_t> bitmap_bytes(const std::vector<uint64_t>& bitmap) {
     std::vector<uint8_t> bytes(bitmap.size() * 8);
     for (size_t i = 0; i < bitmap.size(); ++i)
         for (int b = 0; b < 8; ++b) bytes[i * 8 + b] = static_cast<uint8_t>(bitmap[i] >> (8 * b));
-    write_file(path, bytes);
+    return bytes;
+}
+
+}  // namespace
+
+void write_bitmap(const std::string& path, const std::vector<uint64_t>& bitmap) {
+    write_file(path, bitmap_bytes(bitmap));
 }
 
 uint32_t bitmap_crc(const std::vector<uint64_t>& bitmap) {
-    std::vector<uint8_t> bytes(bitmap.size() * 8);
-    for (size_t i = 0; i < bitmap.size(); ++i)
-        for (int b = 0; b < 8; ++b) bytes[i * 8 + b] = static_cast<uint8_t>(bitmap[i] >> (8 * b));
-    return crc32c(bytes);
+    return crc32c(bitmap_bytes(bitmap));
 }
 
 namespace {

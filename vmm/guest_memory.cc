@@ -10,6 +10,28 @@
 #include "layout.h"
 
 namespace vessel::vmm {
+namespace {
+
+// Calls fn(from, to) with the byte range of each run of pages set in `bitmap` (one pread or
+// pwrite per run instead of per page).
+template <typename Fn>
+void for_each_run(std::span<const uint64_t> bitmap, uint64_t pages, Fn fn) {
+    auto set = [&](uint64_t p) {
+        return p / 64 < bitmap.size() && (bitmap[p / 64] >> (p % 64) & 1);
+    };
+    for (uint64_t p = 0; p < pages;) {
+        if (!set(p)) {
+            ++p;
+            continue;
+        }
+        uint64_t q = p;
+        while (q < pages && set(q)) ++q;
+        fn(p * GuestMemory::kPageSize, q * GuestMemory::kPageSize);
+        p = q;
+    }
+}
+
+}  // namespace
 
 std::vector<MemoryRegion> GuestMemory::layout(uint64_t size) {
     std::vector<MemoryRegion> r;
@@ -227,22 +249,14 @@ void GuestMemory::overlay(const std::string& path, std::span<const uint64_t> bit
                                 "diff memory file " + path + " is " + std::to_string(st.st_size) +
                                     " bytes, the snapshot says " + std::to_string(size_));
     uint8_t* base = map_.as<uint8_t>();
-    const uint64_t pages = size_ / kPageSize;
-    for (uint64_t p = 0; p < pages;) {
-        if (p / 64 >= bitmap.size() || !(bitmap[p / 64] >> (p % 64) & 1)) {
-            ++p;
-            continue;
-        }
-        uint64_t q = p;  // one pread per run of set pages
-        while (q < pages && q / 64 < bitmap.size() && (bitmap[q / 64] >> (q % 64) & 1)) ++q;
-        for (uint64_t at = p * kPageSize; at < q * kPageSize;) {
-            ssize_t n = ::pread(in.get(), base + at, q * kPageSize - at, static_cast<off_t>(at));
+    for_each_run(bitmap, size_ / kPageSize, [&](uint64_t from, uint64_t to) {
+        for (uint64_t at = from; at < to;) {
+            ssize_t n = ::pread(in.get(), base + at, to - at, static_cast<off_t>(at));
             if (n < 0 && errno == EINTR) continue;
             if (n <= 0) throw_errno("reading diff memory file " + path, n == 0 ? EIO : errno);
             at += static_cast<uint64_t>(n);
         }
-        p = q;
-    }
+    });
 }
 
 uint64_t GuestMemory::save_pages(const std::string& path, std::span<const uint64_t> bitmap) const {
@@ -251,24 +265,16 @@ uint64_t GuestMemory::save_pages(const std::string& path, std::span<const uint64
     if (::ftruncate(out.get(), static_cast<off_t>(size_)) < 0)
         throw_errno("sizing memory file " + path);
     const uint8_t* base = map_.as<const uint8_t>();
-    const uint64_t pages = size_ / kPageSize;
     uint64_t written = 0;
-    for (uint64_t p = 0; p < pages;) {
-        if (p / 64 >= bitmap.size() || !(bitmap[p / 64] >> (p % 64) & 1)) {
-            ++p;
-            continue;
-        }
-        uint64_t q = p;
-        while (q < pages && q / 64 < bitmap.size() && (bitmap[q / 64] >> (q % 64) & 1)) ++q;
-        for (uint64_t at = p * kPageSize; at < q * kPageSize;) {
-            ssize_t n = ::pwrite(out.get(), base + at, q * kPageSize - at, static_cast<off_t>(at));
+    for_each_run(bitmap, size_ / kPageSize, [&](uint64_t from, uint64_t to) {
+        for (uint64_t at = from; at < to;) {
+            ssize_t n = ::pwrite(out.get(), base + at, to - at, static_cast<off_t>(at));
             if (n < 0 && errno == EINTR) continue;
             if (n <= 0) throw_errno("writing memory file " + path, n == 0 ? EIO : errno);
             at += static_cast<uint64_t>(n);
             written += static_cast<uint64_t>(n);
         }
-        p = q;
-    }
+    });
     if (::fsync(out.get()) < 0) throw_errno("syncing memory file " + path);
     return written;
 }

@@ -93,11 +93,6 @@ CreateStats create(vmm::Machine& m, const std::vector<AttachedDevice>& devices,
         throw SnapshotError(
             "a diff snapshot needs a VM that tracks dirty pages (boot or restore it with "
             "--track-dirty)");
-    for (const auto& d : devices)
-        if (d.kind == "net")
-            throw SnapshotError(
-                "VMs with virtio-net interfaces cannot be snapshotted yet (their taps are not "
-                "re-created on restore)");
     const std::string state_path = dir + "/" + kStateFile, mem_path = dir + "/" + kMemoryFile,
                       bitmap_path = dir + "/" + kBitmapFile;
     bool made_dir = false;
@@ -114,9 +109,23 @@ CreateStats create(vmm::Machine& m, const std::vector<AttachedDevice>& devices,
         ::unlink(bitmap_path.c_str());
         if (made_dir) ::rmdir(dir.c_str());
     };
+    // Devices that write guest memory on their own (received frames) are held from the
+    // drain until the memory is saved, so that the memory matches the captured queues.
+    struct Held {
+        const std::vector<AttachedDevice>& devices;
+        bool on = false;
+        void set(bool v) {
+            for (const auto& d : devices) d.transport->device().hold(v);
+            on = v;
+        }
+        ~Held() {
+            if (on) set(false);
+        }
+    } held{devices};
     try {
         auto t = Clock::now();
         if (!m.pause()) throw SnapshotError("the VM is not running");
+        held.set(true);
         st.pause = Clock::now() - t;
         t = Clock::now();
         drain(devices, drain_timeout);
@@ -155,6 +164,7 @@ CreateStats create(vmm::Machine& m, const std::vector<AttachedDevice>& devices,
             if (m.tracks_dirty()) m.take_dirty_pages();  // the next diff starts here
         }
         st.memory = Clock::now() - t;
+        held.set(false);
         t = Clock::now();
         save(dir, std::move(s));
         st.state = Clock::now() - t;

@@ -468,6 +468,8 @@ int cmd_restore(Args args) {
     std::optional<AgentSession> agent_session;
     if (use_agent || identity) {
         AgentJob job{.uds = made.vsock_socket, .identity = identity, .command = {}, .tty = tty};
+        for (const auto& r : snap.devices)
+            if (r.kind == "vsock") job.guest_ready = snapshot::vsock_reset_handled(m.memory(), r);
         if (agent_command) {
             if (tty) raw.emplace(STDIN_FILENO);
             agent::ProcessSpec spec;

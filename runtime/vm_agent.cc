@@ -32,12 +32,28 @@ void AgentSession::body(vmm::Machine& m, AgentJob job) {
     vmm::seccomp::enter(vmm::seccomp::Role::AgentControl);
     std::string step = "connecting";
     try {
-        UniqueFd conn =
-            agent::connect_vsock_uds(job.uds, guest::kDefaultAgentPort, job.connect_timeout);
-        auto client = std::make_unique<agent::Client>(std::move(conn));
-        if (job.identity) {
-            step = "identity";
-            client->set_identity(*job.identity);
+        const auto deadline = std::chrono::steady_clock::now() + job.connect_timeout;
+        if (job.guest_ready)
+            while (!job.guest_ready() && std::chrono::steady_clock::now() < deadline)
+                std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        std::unique_ptr<agent::Client> client;
+        // Connecting, the handshake and the identity can be repeated: if a restored guest
+        // still resets the connection (a transport reset handled late), try again.
+        for (int attempt = 1;; ++attempt) {
+            try {
+                step = "connecting";
+                UniqueFd conn = agent::connect_vsock_uds(job.uds, guest::kDefaultAgentPort,
+                                                         job.connect_timeout);
+                client = std::make_unique<agent::Client>(std::move(conn));
+                if (job.identity) {
+                    step = "identity";
+                    client->set_identity(*job.identity);
+                }
+                break;
+            } catch (const agent::ProtocolError&) {
+                if (attempt >= 5 || std::chrono::steady_clock::now() >= deadline) throw;
+                std::this_thread::sleep_for(std::chrono::milliseconds(20 * attempt));
+            }
         }
         if (!job.command) {
             // On stdout, where a VM without a command has nothing else to say: scripts wait

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <optional>
 #include <string>
 #include <thread>
@@ -32,6 +33,9 @@ struct AgentJob {
     std::optional<agent::ProcessSpec> command;  // none: print "vessel: agent ready" and stay
     bool tty = false;
     std::chrono::seconds connect_timeout{120};
+    // A restored VM: true once the guest has handled the vsock transport reset (earlier
+    // connections would be reset under us). Empty: nothing to wait for.
+    std::function<bool()> guest_ready{};
 };
 
 class AgentSession {

@@ -197,6 +197,21 @@ void restore_devices(const vmm::GuestMemory& mem, const std::vector<DeviceRecord
     }
 }
 
+std::function<bool()> vsock_reset_handled(const vmm::GuestMemory& mem, const DeviceRecord& r) {
+    constexpr size_t kEventQueue = 2;
+    const auto& s = r.transport;
+    if (r.kind != "vsock" || !active(s) || s.queues.size() <= kEventQueue ||
+        !s.queues[kEventQueue].ready)
+        return [] { return true; };
+    const uint64_t idx_gpa = s.queues[kEventQueue].avail_addr + 2;  // virtq_avail.idx
+    uint16_t at_restore = 0;
+    if (!mem.read(idx_gpa, &at_restore, sizeof at_restore)) return [] { return true; };
+    return [&mem, idx_gpa, at_restore] {
+        uint16_t now = 0;
+        return !mem.read(idx_gpa, &now, sizeof now) || now != at_restore;
+    };
+}
+
 void kick_devices(const std::vector<std::shared_ptr<virtio::MmioTransport>>& transports) {
     for (const auto& t : transports)
         if (t->active()) t->raise_used_interrupt();

@@ -56,6 +56,13 @@ CreateStats create(vmm::Machine& m, const std::vector<AttachedDevice>& devices,
 void restore_devices(const vmm::GuestMemory& mem, const std::vector<DeviceRecord>& records,
                      const std::vector<std::shared_ptr<virtio::MmioTransport>>& transports);
 
+// For a vsock device restored by restore_devices (record `r`, guest memory `mem`): a test
+// that becomes true once the guest has handled the transport-reset event, i.e. its driver
+// has given the event buffer back (the event queue's available index moved past where it was
+// at the restore). A host connection made before that would be reset when the guest gets to
+// the event. Always true when no event was sent (the device was not active).
+std::function<bool()> vsock_reset_handled(const vmm::GuestMemory& mem, const DeviceRecord& r);
+
 // Raises a used-buffer interrupt on every active transport: after a restore, an interrupt
 // that was in flight at the save (an irqfd not yet injected) is not lost; drivers treat a
 // spurious one as a no-op. Call once the irqchip state is in place (Machine::after_restore).

@@ -22,6 +22,11 @@ expect restore-truncated 1 "truncated" "$vessel" restore "$tmp/short"
 mkdir -p "$tmp/badcrc" && { printf 'VESSNAP\0\001\0\0\0\0\0\0\0'; head -c 16 /dev/zero; } > "$tmp/badcrc/state.vsnap"
 expect restore-bad-header 1 "header corrupted" "$vessel" restore "$tmp/badcrc"
 expect restore-unknown-option 2 "unknown option '--bogus'" "$vessel" restore --bogus "$tmp/empty"
+expect restore-cmd-needs-agent 2 "a command needs --agent" "$vessel" restore "$tmp/empty" -- true
+expect restore-tty-needs-cmd 2 "--tty: no command given" "$vessel" restore --agent -t "$tmp/empty"
+expect restore-bad-hostname 2 "--hostname: identity field \"hostname\"" "$vessel" restore --hostname "a b" "$tmp/empty"
+expect restore-bad-net 2 "--net 'network=': " "$vessel" restore --net network= "$tmp/empty"
+expect restore-bad-cid 2 "--cid: 2 is reserved" "$vessel" restore --cid 2 "$tmp/empty"
 expect create-no-vm 1 "no running VM 'ghost'" "$vessel" snapshot create ghost "$tmp/s1"
 check create-left-nothing test ! -e "$tmp/s1"
 expect create-usage 2 "expected ID DIR" "$vessel" snapshot create onlyone

@@ -120,6 +120,10 @@ TEST_F(SnapshotE2E, StopThenRestoreLosesNothing) {
     Booted b = boot_and_snapshot({}, kCounter, "tick=3\n", dir, {"--stop"});
     ASSERT_EQ(b.snap.status, 0) << b.snap.err;
     EXPECT_EQ(b.boot.status, 0) << b.boot.err;  // stopped by the snapshot
+    // A clone takes its identity through the guest agent, which this VM does not run.
+    ProcResult clone = restore(dir, {"--clone"});
+    EXPECT_EQ(clone.status, 1);
+    EXPECT_NE(clone.err.find("without the guest agent"), std::string::npos) << clone.err;
     ProcResult r = restore(dir);
     EXPECT_EQ(r.status, 7) << r.err;
     // The boot's console and the restore's together are 1..40, each once.

@@ -27,6 +27,7 @@
 #include "runtime/vm_agent.h"
 #include "runtime/vm_records.h"
 #include "snapshot/control.h"
+#include "snapshot/disk_copy.h"
 #include "snapshot/snapshot.h"
 #include "snapshot/vm_snapshot.h"
 #include "virtio/attach.h"
@@ -69,6 +70,9 @@ const char kRestoreHelp[] =
     "  --api-socket PATH  the same, at PATH\n"
     "  --console-log FILE write the serial console to FILE instead of stdout (with --agent\n"
     "                     it is discarded, or goes to stderr with --verbose)\n"
+    "  --revert-disks     put each writable disk back as it was at the snapshot, from the\n"
+    "                     copies `snapshot create --disks` kept (as virsh snapshot-revert);\n"
+    "                     without it disks are used as they are now\n"
     "  --copy-memory      read guest memory into the VMM up front instead of mapping the\n"
     "                     snapshot's file copy-on-write (slower to start, grows with the\n"
     "                     snapshot's data; the file may then change while the VM runs)\n"
@@ -236,7 +240,7 @@ int cmd_restore(Args args) {
     const auto t_start = Clock::now();
     std::string dir_arg, id_socket, console_log, hostname, cwd;
     bool no_seccomp = false, timing = false, copy_memory = false, track_dirty = false;
-    bool use_agent = false, tty = false;
+    bool use_agent = false, tty = false, revert_disks = false;
     Plan plan;
     std::vector<std::string> env, argv;
     size_t i = 0;
@@ -269,6 +273,8 @@ int cmd_restore(Args args) {
             timing = true;
         } else if (a == "--clone") {
             plan.clone = true;
+        } else if (a == "--revert-disks") {
+            revert_disks = true;
         } else if (a == "--hostname") {
             hostname = value(a);
         } else if (a == "--net") {
@@ -348,6 +354,44 @@ int cmd_restore(Args args) {
         std::fprintf(stderr, "vessel: restore: control socket %s is in use by a running VM\n",
                      id_socket.c_str());
         return 1;
+    }
+
+    // Revert: every writable disk must have its copy and be free before any is replaced.
+    if (revert_disks) {
+        std::vector<std::pair<std::string, std::string>> reverts;  // copy, disk
+        for (const auto& r : snap.devices) {
+            if (r.kind != "block" || r.config.value("read_only", false)) continue;
+            const std::string path = r.config.value("path", "");
+            const std::string copy = r.config.value("copy", "");
+            if (copy.empty() || copy.find('/') != std::string::npos ||
+                ::access((dir + "/" + copy).c_str(), R_OK) != 0) {
+                std::fprintf(stderr,
+                             "vessel: restore: %s holds no copy of disk %s (take the snapshot "
+                             "with `snapshot create --disks`)\n",
+                             dir.c_str(), path.c_str());
+                return 1;
+            }
+            reverts.emplace_back(dir + "/" + copy, path);
+        }
+        if (plan.clone && !reverts.empty())
+            usage_error("--revert-disks with --clone: a clone cannot take the original's disks");
+        for (const auto& [copy, path] : reverts) {
+            if (snapshot::disk_in_use(path)) {
+                std::fprintf(stderr, "vessel: restore: disk %s is in use by a running VM\n",
+                             path.c_str());
+                return 1;
+            }
+        }
+        try {
+            for (const auto& [copy, path] : reverts) snapshot::revert_disk(copy, path);
+        } catch (const std::system_error& e) {
+            std::fprintf(stderr, "vessel: restore: %s\n", e.what());
+            return 1;
+        }
+        if (plan.verbose)
+            for (const auto& [copy, path] : reverts)
+                std::fprintf(stderr, "vessel: disk %s reverted from %s\n", path.c_str(),
+                             copy.c_str());
     }
 
     // 2. Devices (disks are opened and locked here: a disk in use elsewhere is an error now;

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <thread>
 
+#include "snapshot/disk_copy.h"
 #include "virtio/device.h"
 #include "virtio/queue.h"
 
@@ -86,7 +87,8 @@ void vsock_transport_reset(const vmm::GuestMemory& mem, virtio::MmioTransport::S
 
 CreateStats create(vmm::Machine& m, const std::vector<AttachedDevice>& devices,
                    const std::string& dir, nlohmann::json meta,
-                   std::chrono::milliseconds drain_timeout, const std::string& diff_parent) {
+                   std::chrono::milliseconds drain_timeout, const std::string& diff_parent,
+                   bool copy_disks) {
     CreateStats st;
     const bool diff = !diff_parent.empty();
     if (diff && !m.tracks_dirty())
@@ -103,7 +105,9 @@ CreateStats create(vmm::Machine& m, const std::vector<AttachedDevice>& devices,
     } else if (::access(state_path.c_str(), F_OK) == 0) {
         throw SnapshotError(dir + " already holds a snapshot (remove it first)");
     }
+    std::vector<std::string> copies;
     auto cleanup = [&] {
+        for (const auto& c : copies) ::unlink(c.c_str());
         ::unlink(state_path.c_str());
         ::unlink(mem_path.c_str());
         ::unlink(bitmap_path.c_str());
@@ -149,6 +153,19 @@ CreateStats create(vmm::Machine& m, const std::vector<AttachedDevice>& devices,
             s.devices.push_back(std::move(r));
         }
         st.capture = Clock::now() - t;
+
+        if (copy_disks) {
+            // Drained: each writable disk holds what the guest wrote before the pause.
+            t = Clock::now();
+            for (DeviceRecord& r : s.devices) {
+                if (r.kind != "block" || r.config.value("read_only", false)) continue;
+                const std::string name = "disk-" + std::to_string(r.slot) + ".img";
+                copies.push_back(dir + "/" + name);
+                st.disk_bytes += copy_disk(r.config.at("path").get<std::string>(), copies.back());
+                r.config["copy"] = name;
+            }
+            st.disks = Clock::now() - t;
+        }
 
         t = Clock::now();
         s.meta.erase("diff");

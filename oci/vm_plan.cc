@@ -273,6 +273,16 @@ void plan_annotations(const Spec& spec, const HostProbe& probe, VmPlan& plan) {
                               " is not a template name (letters, digits, '_', '.', '+', '-')");
         plan.template_name = name;
     }
+    if (auto it = spec.annotations.find(std::string(kAnnotationWarmStart));
+        it != spec.annotations.end()) {
+        if (it->second == "true")
+            plan.warm_start = true;
+        else if (it->second == "false")
+            plan.warm_start = false;
+        else
+            throw ConfigError("config.json: annotation " + std::string(kAnnotationWarmStart) +
+                              ": " + json_quote(it->second) + " must be \"true\" or \"false\"");
+    }
 }
 
 void plan_namespaces(const Spec& spec, VmPlan& plan) {
@@ -501,6 +511,7 @@ const std::vector<std::string>& vessel_annotations() {
         std::string(kAnnotationMemory),
         std::string(kAnnotationVcpus),
         std::string(kAnnotationTemplate),
+        std::string(kAnnotationWarmStart),
         std::string(kAnnotationIgnoreMounts),
         std::string(kAnnotationIgnoreDevices),
         std::string(kAnnotationIgnoreHooks),

@@ -32,6 +32,7 @@ inline constexpr std::string_view kAnnotationKernel = "io.vessel.kernel";      /
 inline constexpr std::string_view kAnnotationMemory = "io.vessel.memory";      // MiB, or 512M / 2G
 inline constexpr std::string_view kAnnotationVcpus = "io.vessel.vcpus";        // 1..128
 inline constexpr std::string_view kAnnotationTemplate = "io.vessel.template";  // snapshot name
+inline constexpr std::string_view kAnnotationWarmStart = "io.vessel.warm-start";  // true|false
 inline constexpr std::string_view kAnnotationIgnoreMounts = "io.vessel.mounts.ignore-unsupported";
 inline constexpr std::string_view kAnnotationIgnoreDevices = "io.vessel.devices.ignore-unsupported";
 inline constexpr std::string_view kAnnotationIgnoreHooks = "io.vessel.hooks.ignore-unsupported";
@@ -152,6 +153,9 @@ struct VmPlan {
     unsigned vcpus = 1;
     std::string kernel;         // io.vessel.kernel; empty: vessel's default kernel
     std::string template_name;  // io.vessel.template; empty: boot from scratch
+    // io.vessel.warm-start: restore the warm-start template instead of booting; unset: the
+    // runtime's default ($VESSEL_WARM_START, off).
+    std::optional<bool> warm_start;
     std::string rootfs;         // absolute host path
     bool rootfs_readonly = false;
     std::string hostname;

@@ -84,6 +84,10 @@ class MmioTransport : public vmm::BusDevice {
     // restore: an interrupt that was in flight at the save is not lost; drivers treat a
     // spurious one as a no-op.
     void raise_used_interrupt() { irq_.signal_used(); }
+    // A configuration change interrupt (if active): after a restore that attached a device
+    // whose configuration differs from the saved one (warm start: another disk in a slot),
+    // the driver reads it again.
+    void raise_config_interrupt() { irq_.signal_config(); }
     // Replaces the register and queue state. If the state is active, activates the device
     // (restore the device's own state first). Throws std::system_error (EINVAL) if the state
     // does not fit this device or the device refuses to activate.

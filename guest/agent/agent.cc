@@ -105,6 +105,7 @@ struct Process {
 
 struct Agent::Impl {
     AgentOptions opts;
+    bool root_entered = false;
     UniqueFd wake;
     std::mutex mu;
     std::vector<UniqueFd> incoming;  // guarded by mu
@@ -564,6 +565,32 @@ struct Agent::Impl {
         respond(c, rid, Json::object());
     }
 
+    void op_root(Conn& c, std::uint32_t rid, const Json& req) {
+        std::string why;
+        const auto r = root_from_json(req, &why);
+        if (!r) {
+            respond_error(c, rid, err::kBadRequest, why);
+            return;
+        }
+        if (!opts.enter_root) {
+            respond_error(c, rid, err::kRootFailed, "this agent cannot change its root");
+            return;
+        }
+        if (root_entered) {
+            respond_error(c, rid, err::kRootFailed, "the root was already changed");
+            return;
+        }
+        int e = 0;
+        const std::string failed = opts.enter_root(*r, &e);
+        if (!failed.empty()) {
+            respond_error(c, rid, err::kRootFailed, failed, e);
+            return;
+        }
+        root_entered = true;
+        log("root is now " + r->source);
+        respond(c, rid, Json::object());
+    }
+
     void op_shutdown(Conn& c, std::uint32_t rid, const Json& req) {
         const auto s = req.find("status");
         if (s == req.end() || !s->is_number_unsigned() || s->get<std::uint64_t>() > 255) {
@@ -611,6 +638,7 @@ struct Agent::Impl {
         if (op == "list") return op_list(c, rid);
         if (op == "shutdown") return op_shutdown(c, rid, *req);
         if (op == "identity") return op_identity(c, rid, *req);
+        if (op == "root") return op_root(c, rid, *req);
         respond_error(c, rid, err::kUnknownOp, "unknown op \"" + op.substr(0, 64) + "\"");
     }
 

@@ -31,7 +31,15 @@ struct AgentOptions {
     // Applies an "identity" request (already validated); returns "" or what failed, with
     // the errno in *err. Empty: such requests are refused. In the guest: apply_identity().
     std::function<std::string(const Identity&, int* err)> apply_identity{};
+    // Applies a "root" request (validated): processes started afterwards run in that root.
+    // Returns "" or what failed. Empty: refused. In the guest: enter_root().
+    std::function<std::string(const RootRequest&, int* err)> enter_root{};
 };
+
+// The guest's implementation of AgentOptions::enter_root: mounts the device on /mnt/root,
+// binds /proc, /sys and /dev into it, fresh tmpfs on /tmp and /run, and chroots the agent
+// there (vessel-init's cold container root, done by the agent after a warm start).
+std::string enter_root(const RootRequest& r, int* err);
 
 // The guest's implementation of AgentOptions::apply_identity: MAC and IPv4 address through
 // SIOCSIF*/SIOCADDRT, sethostname(), the seed through RNDADDENTROPY then RNDRESEEDCRNG.

@@ -390,6 +390,12 @@ void Client::set_identity(const Identity& id) {
     call(req);
 }
 
+void Client::enter_root(const RootRequest& r) {
+    Json req = root_to_json(r);
+    req["op"] = "root";
+    call(req);
+}
+
 void Client::wait_async(std::uint32_t id) {
     proc(id);
     send_request({{"op", "wait"}, {"id", id}}, PendingKind::kWait, id);

@@ -82,6 +82,8 @@ class Client {
     // A restored clone's own MAC/address, hostname and RNG seed (AgentError
     // "identity_failed" names the step that failed in the guest).
     void set_identity(const Identity& id);
+    // Processes started from now on run in the filesystem on r.source (warm start).
+    void enter_root(const RootRequest& r);
 
     // Streams of processes started by this client. Non-blocking.
     std::size_t stdin_room(std::uint32_t id) const;  // bytes the agent accepts now

@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 
 #include <cctype>
+#include <cstring>
 #include <limits>
 #include <stdexcept>
 
@@ -520,6 +521,42 @@ std::optional<Identity> identity_from_json(const Json& j, std::string* error) {
     }
     if (!f.ok()) return std::nullopt;
     return id;
+}
+
+namespace {
+bool plain_chars(const std::string& s, const char* extra) {
+    for (char c : s)
+        if (!std::isalnum(static_cast<unsigned char>(c)) && !std::strchr(extra, c)) return false;
+    return true;
+}
+}  // namespace
+
+Json root_to_json(const RootRequest& r) {
+    Json j = {{"source", r.source}, {"fstype", r.fstype}, {"readonly", r.readonly}};
+    if (!r.options.empty()) j["options"] = r.options;
+    if (r.size) j["size"] = r.size;
+    std::string why;
+    if (!root_from_json(j, &why)) throw std::invalid_argument(why);
+    return j;
+}
+
+std::optional<RootRequest> root_from_json(const Json& j, std::string* error) {
+    RootRequest r;
+    Fields f(j, "root", error);
+    f.str("source", r.source, 64, true);
+    if (f.ok() && (r.source.rfind("/dev/", 0) != 0 || r.source.find("..") != std::string::npos ||
+                   !plain_chars(r.source.substr(5), "/-_")))
+        f.fail_key("source", "must be a device node under /dev");
+    f.str("fstype", r.fstype, 16);
+    if (f.ok() && (r.fstype.empty() || !plain_chars(r.fstype, "")))
+        f.fail_key("fstype", "must be a file system type name");
+    f.boolean("readonly", r.readonly);
+    f.str("options", r.options, 256);
+    if (f.ok() && !plain_chars(r.options, ",=_-."))
+        f.fail_key("options", "must be mount options like \"noload,errors=remount-ro\"");
+    f.uint("size", std::numeric_limits<std::uint64_t>::max(), r.size);
+    if (!f.ok()) return std::nullopt;
+    return r;
 }
 
 Json error_json(std::string_view code, std::string_view message, int errno_value) {

@@ -29,6 +29,7 @@ inline constexpr std::string_view kExecFailed = "exec_failed";
 inline constexpr std::string_view kShuttingDown = "shutting_down";
 inline constexpr std::string_view kProtocol = "protocol";
 inline constexpr std::string_view kIdentityFailed = "identity_failed";
+inline constexpr std::string_view kRootFailed = "root_failed";
 }  // namespace err
 
 // Parses text as a JSON object within check_json_limits(); nullopt and a reason otherwise.
@@ -53,6 +54,9 @@ std::optional<ProcessInfo> info_from_json(const Json& j, std::string* error);
 Json identity_to_json(const Identity& id);
 // Agent side: names, MACs, addresses and sizes checked (the request is untrusted).
 std::optional<Identity> identity_from_json(const Json& j, std::string* error);
+
+Json root_to_json(const RootRequest& r);  // throws std::invalid_argument
+std::optional<RootRequest> root_from_json(const Json& j, std::string* error);
 
 Json error_json(std::string_view code, std::string_view message, int errno_value = 0);
 

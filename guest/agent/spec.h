@@ -88,6 +88,18 @@ struct Identity {
     bool operator==(const Identity&) const = default;
 };
 
+// A root filesystem for the processes the agent starts from now on (warm start: a VM restored
+// from a template gets its container's disk after the restore).
+struct RootRequest {
+    std::string source;          // a block device node under /dev, e.g. "/dev/vda"
+    std::string fstype = "ext4";
+    bool readonly = false;
+    std::string options{};       // mount(2) data, e.g. "noload"
+    std::uint64_t size = 0;      // non-zero: wait until the device has this many bytes
+
+    bool operator==(const RootRequest&) const = default;
+};
+
 // "RLIMIT_NOFILE" <-> RLIMIT_NOFILE for the limits Linux has.
 std::optional<int> rlimit_from_name(std::string_view name);
 std::string_view rlimit_name(int resource);  // empty if unknown

@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/random.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -15,6 +16,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <mutex>
 #include <optional>
@@ -28,9 +30,12 @@
 #include "runtime/container/console.h"
 #include "runtime/container/container.h"
 #include "runtime/container/globals.h"
+#include "runtime/container/warm.h"
 #include "runtime/jail/jail.h"
 #include "runtime/network/attachment.h"
 #include "runtime/network/link.h"
+#include "snapshot/snapshot.h"
+#include "snapshot/vm_snapshot.h"
 #include "virtio/attach.h"
 #include "virtio/block/device.h"
 #include "virtio/net/device.h"
@@ -43,10 +48,6 @@
 
 namespace vessel::container {
 namespace {
-
-const char kCmdline[] =
-    "console=ttyS0 reboot=k panic=-1 pci=off nomodule 8250.nr_uarts=1 i8042.noaux "
-    "i8042.nomux i8042.dumbkbd quiet loglevel=1";
 
 std::vector<uint8_t> read_all(const std::string& path, const char* what) {
     std::ifstream in(path, std::ios::binary);
@@ -165,6 +166,8 @@ int run_vmm(const VmmOptions& o) {
     // Read before the jail scrubs the environment (docs/runtime.md).
     const char* no_seccomp_env = std::getenv("VESSEL_NO_SECCOMP");
     const bool no_seccomp = no_seccomp_env && *no_seccomp_env && std::strcmp(no_seccomp_env, "0");
+    const char* warm_env = std::getenv("VESSEL_WARM_START");
+    const bool warm_default = warm_env && *warm_env && std::strcmp(warm_env, "0");
     // Forwarded signals go to the container's process (or stop a container not yet
     // started): blocked before any thread exists, read from a signalfd.
     sigset_t mask;
@@ -180,6 +183,11 @@ int run_vmm(const VmmOptions& o) {
     std::optional<std::string> vsock_path;
     std::optional<jail::Options> jail_opts;
     agent::ProcessSpec spec;
+    // Warm start: what the agent is told after the restore, and when it can be told.
+    bool warm = false;
+    agent::Identity warm_identity;
+    agent::RootRequest warm_root;
+    std::function<bool()> guest_ready;
     try {
         oci::StateStore store = state_store();
         const oci::State st = store.load(o.id);
@@ -205,8 +213,7 @@ int run_vmm(const VmmOptions& o) {
         cfg.kernel = plan.kernel.empty() ? default_kernel() : plan.kernel;
         cfg.memory_mib = plan.memory_mib;
         cfg.vcpus = plan.vcpus;
-        cfg.cmdline = std::string(kCmdline) + " " + std::string(guest::kAgentCmdlineKey) + "=" +
-                      std::to_string(guest::kDefaultAgentPort);
+        cfg.cmdline = container_cmdline();
         vmm::validate(cfg);
         if (::access(cfg.kernel.c_str(), F_OK) != 0)
             throw_errno("kernel " + cfg.kernel +
@@ -267,11 +274,42 @@ int run_vmm(const VmmOptions& o) {
                         ": VESSEL_NO_SECCOMP: the VMM's threads run without seccomp filters "
                         "(debugging only)");
 
-        m.emplace(std::move(cfg));
+        // Warm start (runtime/container/warm.h) needs the template's device layout: a disk and
+        // vsock, no NIC. Containers with a network interface boot cold.
+        warm = plan.warm_start.value_or(warm_default) && nets.empty();
+        std::optional<snapshot::Snapshot> tmpl;
+        std::string tmpl_snap;
+        if (warm) {
+            const WarmKey key{cfg.kernel, default_initrd(), plan.memory_mib, plan.vcpus};
+            const std::string tdir = template_dir(key);
+            ensure_template(key, tdir);
+            tmpl_snap = tdir + "/snap";
+            tmpl = snapshot::load(tmpl_snap);
+            if (tmpl->devices.size() != 2 || tmpl->devices[0].kind != "block" ||
+                tmpl->devices[1].kind != "vsock")
+                throw std::runtime_error("warm-start template " + tdir +
+                                         " does not have a disk and a vsock device");
+            warm_identity.hostname =
+                plan.hostname.empty() ? std::string(guest::kDefaultHostname) : plan.hostname;
+            warm_identity.seed.resize(64);
+            if (::getrandom(warm_identity.seed.data(), warm_identity.seed.size(), 0) != 64)
+                throw_errno("getrandom");
+            struct stat ist {};
+            if (::stat(paths.image.c_str(), &ist) != 0) throw_errno("stat " + paths.image);
+            warm_root = {.source = "/dev/vda",
+                         .fstype = "ext4",
+                         .readonly = plan.rootfs_readonly,
+                         .options = plan.rootfs_readonly ? "noload" : "",
+                         .size = static_cast<uint64_t>(ist.st_size)};
+            m.emplace(std::move(cfg),
+                      vmm::RestoreSource{tmpl->machine, snapshot::memory_path(tmpl_snap, *tmpl)});
+        } else {
+            m.emplace(std::move(cfg));
+        }
         virtio::block::BlockDeviceOptions bo;
         bo.disk.path = paths.image;
         bo.disk.read_only = plan.rootfs_readonly;
-        virtio::attach_mmio(*m, std::make_shared<virtio::block::BlockDevice>(bo));
+        auto disk_t = virtio::attach_mmio(*m, std::make_shared<virtio::block::BlockDevice>(bo));
         for (const network::NetAttachment& a : nets) {
             virtio::net::NetDeviceOptions no;
             if (a.tap_fd() >= 0) {
@@ -284,8 +322,20 @@ int run_vmm(const VmmOptions& o) {
             no.mtu = static_cast<uint16_t>(a.guest().mtu);
             virtio::attach_mmio(*m, std::make_shared<virtio::net::NetDevice>(no));
         }
-        virtio::attach_mmio(*m, vsock);
-        log_debug("container " + o.id + ": VMM " + std::to_string(::getpid()) + " booting " +
+        auto vsock_t = virtio::attach_mmio(*m, vsock);
+        if (warm) {
+            // The template's transports come back with the container's disk in the disk's
+            // slot: the driver is told its configuration (capacity) changed.
+            std::vector<std::shared_ptr<virtio::MmioTransport>> ts = {disk_t, vsock_t};
+            snapshot::restore_devices(m->memory(), tmpl->devices, ts);
+            guest_ready = snapshot::vsock_reset_handled(m->memory(), tmpl->devices[1]);
+            m->set_after_restore([ts] {
+                snapshot::kick_devices(ts);
+                ts[0]->raise_config_interrupt();
+            });
+        }
+        log_debug("container " + o.id + ": VMM " + std::to_string(::getpid()) +
+                  (warm ? " restoring the warm-start template, " : " booting ") +
                   std::to_string(plan.memory_mib) + " MiB, " + std::to_string(plan.vcpus) +
                   " vCPU");
         if (jail_opts)  // everything is open; no thread runs yet
@@ -303,9 +353,26 @@ int run_vmm(const VmmOptions& o) {
         vmm::seccomp::enter(vmm::seccomp::Role::AgentControl);
         std::optional<RawTerminal> raw;
         try {
-            UniqueFd conn = agent::connect_vsock_uds(*vsock_path, guest::kDefaultAgentPort,
-                                                     std::chrono::seconds(300));
-            auto client = std::make_unique<agent::Client>(std::move(conn));
+            std::unique_ptr<agent::Client> client;
+            if (warm) {
+                const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+                while (!guest_ready() && std::chrono::steady_clock::now() < deadline)
+                    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+            }
+            for (int attempt = 1;; ++attempt) {
+                try {
+                    UniqueFd conn = agent::connect_vsock_uds(*vsock_path, guest::kDefaultAgentPort,
+                                                             std::chrono::seconds(300));
+                    client = std::make_unique<agent::Client>(std::move(conn));
+                    if (warm) client->set_identity(warm_identity);
+                    break;
+                } catch (const agent::ProtocolError&) {
+                    // A restored guest that handles its vsock reset late resets us too.
+                    if (!warm || attempt >= 5) throw;
+                    std::this_thread::sleep_for(std::chrono::milliseconds(20 * attempt));
+                }
+            }
+            if (warm) client->enter_root(warm_root);
             ready.send("ok");
             UniqueFd starter;
             int sig = wait_for_start(listener.get(), mask, starter);

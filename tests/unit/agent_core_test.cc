@@ -559,6 +559,29 @@ TEST(AgentCore, IdentityRequestsReachTheHookAndErrorsComeBack) {
     EXPECT_THROW(p->set_identity(Identity{.hostname = "x"}), AgentError);
 }
 
+TEST(AgentCore, RootRequestReachesTheHookOnce) {
+    std::vector<RootRequest> seen;
+    AgentOptions o = test::quiet_options();
+    o.enter_root = [&seen](const RootRequest& r, int*) -> std::string {
+        seen.push_back(r);
+        return {};
+    };
+    AgentThread a(std::move(o));
+    auto c = a.client();
+    c->enter_root(RootRequest{.source = "/dev/vda", .readonly = true});
+    try {
+        c->enter_root(RootRequest{.source = "/dev/vdb"});
+        ADD_FAILURE() << "a second root was accepted";
+    } catch (const AgentError& e) {
+        EXPECT_EQ(e.code(), "root_failed");
+    }
+    ASSERT_EQ(seen.size(), 1u);
+    EXPECT_EQ(seen[0].source, "/dev/vda");
+    EXPECT_TRUE(seen[0].readonly);
+    AgentThread plain;
+    EXPECT_THROW(plain.client()->enter_root(RootRequest{.source = "/dev/vda"}), AgentError);
+}
+
 // The real apply_identity() on a veth in private UTS, network and mount
 // namespaces (root only): what a clone sees after `vessel restore --clone`.
 TEST(AgentCore, ApplyIdentityChangesMacAddressRouteHostnameAndResolvConf) {

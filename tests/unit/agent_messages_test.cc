@@ -248,3 +248,32 @@ TEST(AgentMessages, IdentityValidation) {
 
 }  // namespace
 }  // namespace vessel::agent
+
+namespace vessel::agent {
+namespace {
+
+TEST(AgentMessages, RootRequestRoundTripsAndIsValidated) {
+    RootRequest r{"/dev/vda", "ext4", true, "noload", 64u << 20};
+    std::string why;
+    const auto back = root_from_json(root_to_json(r), &why);
+    ASSERT_TRUE(back) << why;
+    EXPECT_EQ(*back, r);
+    const std::pair<Json, const char*> bad[] = {
+        {Json::object(), "source"},
+        {{{"source", "/etc/passwd"}}, "source"},
+        {{{"source", "/dev/../etc/x"}}, "source"},
+        {{{"source", "vda"}}, "source"},
+        {{{"source", "/dev/vda"}, {"fstype", "ext4;rm"}}, "fstype"},
+        {{{"source", "/dev/vda"}, {"options", "a b"}}, "options"},
+        {{{"source", "/dev/vda"}, {"readonly", "yes"}}, "readonly"},
+        {{{"source", "/dev/vda"}, {"size", -1}}, "size"},
+    };
+    for (const auto& [j, field] : bad) {
+        EXPECT_FALSE(root_from_json(j, &why)) << j.dump();
+        EXPECT_NE(why.find(field), std::string::npos) << j.dump() << ": " << why;
+    }
+    EXPECT_THROW(root_to_json(RootRequest{.source = "/tmp/x"}), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace vessel::agent

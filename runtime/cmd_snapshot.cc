@@ -16,6 +16,7 @@
 #include "runtime/container/container.h"
 #include "snapshot/control.h"
 #include "snapshot/snapshot.h"
+#include "snapshot/working_set.h"
 
 namespace vessel::cli {
 namespace {
@@ -198,6 +199,9 @@ int rm(Args args) {
             // A damaged snapshot is still removable: its memory file has the default name.
         }
         ::unlink(mem.c_str());
+        // A diff's bitmap and a --uffd restore's working set belong to the snapshot too.
+        ::unlink((dir + "/" + snapshot::kBitmapFile).c_str());
+        ::unlink((dir + "/" + snapshot::kWorkingSetFile).c_str());
         ::unlink(state.c_str());
         if (::rmdir(dir.c_str()) != 0) {
             std::fprintf(stderr, "vessel: snapshot rm: %s: %s (other files left in it)\n",

@@ -45,7 +45,7 @@ const char kRestoreHelp[] =
     "                     first touch; the first --uffd restore records the pages it touches\n"
     "                     in DIR/memory.ws, later ones install those up front (prefetch)\n"
     "  --ws-record-ms MS  how long the first --uffd restore records (default 5000; it stops\n"
-    "                     earlier if the VM does)\n"
+    "                     earlier if the VM does; 0: do not record)\n"
     "  --track-dirty      track written pages, for `vessel snapshot create --diff`\n"
     "  --no-seccomp       debugging only: no seccomp filters on the VMM's threads\n"
     "  --timing           print where the restore's time went on stderr\n";
@@ -204,12 +204,12 @@ int cmd_restore(Args args) {
         std::optional<vmm::Prefetch> ws =
             snapshot::read_working_set(ws_path, snap.machine.memory_size, identity, why);
         ws_read_ms = ms_since(t_ws);
+        if (!why.empty())  // an optimisation only: the restore goes on without it
+            std::fprintf(stderr, "vessel: restore: ignoring working set %s: %s\n", ws_path.c_str(),
+                         why.c_str());
         if (ws) {
             src.prefetch = std::move(*ws);
-        } else {
-            if (!why.empty())
-                std::fprintf(stderr, "vessel: restore: ignoring working set %s: %s\n",
-                             ws_path.c_str(), why.c_str());
+        } else if (record_ms > 0) {
             src.record_for = std::chrono::milliseconds(record_ms);
             src.on_recorded = [ws_path, identity, timing](const vmm::GuestMemory& mem,
                                                           std::vector<uint64_t> pages) {

@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
@@ -132,7 +134,19 @@ UffdPager::~UffdPager() {
 }
 
 void UffdPager::start() {
-    thread_ = seccomp::spawn(seccomp::Role::Uffd, [this] { serve(); });
+    // Made before Machine::run blocks the signals it takes with a signalfd: a thread with
+    // them unblocked would take SIGTERM's default action for the whole process. The handler
+    // wants no signal, so it is born with all of them blocked.
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    try {
+        thread_ = seccomp::spawn(seccomp::Role::Uffd, [this] { serve(); });
+    } catch (...) {
+        pthread_sigmask(SIG_SETMASK, &old, nullptr);
+        throw;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
 }
 
 void UffdPager::set_error_handler(std::function<void(const std::string&)> fn) {
@@ -292,6 +306,18 @@ void UffdPager::fill(uint64_t page, bool write) {
             hole = true;
         }
     }
+    // Counted and recorded before the page is installed: installing wakes the faulting
+    // thread, which may then ask for the record. A repeated fault on a page filled already
+    // (two threads at once) is not counted again; it still tries the install, which wakes it.
+    if (!bit(filled_, page)) {
+        set_bit(filled_, page);
+        faults_.fetch_add(1, std::memory_order_relaxed);
+        if (hole) zero_faults_.fetch_add(1, std::memory_order_relaxed);
+        if (recording_.load(std::memory_order_relaxed)) {
+            std::lock_guard lk(mu_);
+            if (recording_.load(std::memory_order_relaxed)) recorded_.push_back(page);
+        }
+    }
     if (!hole) {
         err = copy(page, buf_.get(), 1, true);
     } else if (write) {
@@ -311,12 +337,6 @@ void UffdPager::fill(uint64_t page, bool write) {
              " through userfaultfd: " + std::strerror(err));
         wake(page);
         return;
-    }
-    faults_.fetch_add(1, std::memory_order_relaxed);
-    if (hole) zero_faults_.fetch_add(1, std::memory_order_relaxed);
-    if (recording_.load(std::memory_order_relaxed)) {
-        std::lock_guard lk(mu_);
-        if (recording_.load(std::memory_order_relaxed)) recorded_.push_back(page);
     }
 }
 

@@ -97,7 +97,7 @@ class UffdPager {
     UniqueFd stop_;
     std::vector<Layer> layers_;     // [0] the full snapshot's file, then the diffs, oldest first
     std::vector<uint64_t> data_;    // pages the base file holds data for (SEEK_DATA)
-    std::vector<uint64_t> filled_;  // pages installed by prefetch (repeats are skipped)
+    std::vector<uint64_t> filled_;  // pages installed (prefetch, then the handler thread only)
     std::thread thread_;
     std::unique_ptr<uint8_t[]> buf_;  // one page, for the handler thread
 

@@ -3,7 +3,9 @@
 // order, written to memory.ws, read back and installed up front; bad working sets ignored.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -213,6 +215,30 @@ TEST(UffdMemory, PrefetchNeverTrustsItsInput) {
     // Installed: page 1 (data slot 1), page 2 (slot 3 does not exist: stop) -> page 1 only.
     EXPECT_EQ(m.uffd_stats().prefetched_pages, 1u);
     EXPECT_EQ(touch(m, {1, 2}), (std::vector<uint64_t>{pattern(51), pattern(2)}));
+}
+
+// The VMM takes SIGTERM on a signalfd with the signal blocked in the threads it starts;
+// the handler thread exists before those and must block it too (else SIGTERM's default
+// action, on that thread, would kill the process).
+TEST(UffdMemory, HandlerThreadBlocksEverySignal) {
+    NEED_UFFD();
+    Dir d;
+    const std::string f = make_memory(d, {1});
+    GuestMemory m = GuestMemory::restore_uffd(f, kMem);
+    int others = 0;
+    for (const auto& e : std::filesystem::directory_iterator("/proc/self/task")) {
+        if (e.path().filename() == std::to_string(::gettid())) continue;
+        std::ifstream in(e.path() / "status");
+        std::string line;
+        while (std::getline(in, line))
+            if (line.rfind("SigBlk:", 0) == 0) {
+                const uint64_t blocked = std::stoull(line.substr(7), nullptr, 16);
+                for (int sig : {SIGTERM, SIGINT, SIGHUP})
+                    EXPECT_TRUE(blocked >> (sig - 1) & 1) << "thread " << e.path() << ": " << line;
+                ++others;
+            }
+    }
+    EXPECT_GE(others, 1);  // the handler thread (gtest starts none)
 }
 
 class BadWorkingSet : public ::testing::Test {

@@ -22,6 +22,8 @@ expect restore-truncated 1 "truncated" "$vessel" restore "$tmp/short"
 mkdir -p "$tmp/badcrc" && { printf 'VESSNAP\0\001\0\0\0\0\0\0\0'; head -c 16 /dev/zero; } > "$tmp/badcrc/state.vsnap"
 expect restore-bad-header 1 "header corrupted" "$vessel" restore "$tmp/badcrc"
 expect restore-unknown-option 2 "unknown option '--bogus'" "$vessel" restore --bogus "$tmp/empty"
+expect restore-uffd-copy 2 "--uffd and --copy-memory exclude each other" "$vessel" restore --uffd --copy-memory "$tmp/empty"
+expect restore-ws-record-ms 2 "--ws-record-ms wants milliseconds" "$vessel" restore --uffd --ws-record-ms 5s "$tmp/empty"
 expect create-no-vm 1 "no running VM 'ghost'" "$vessel" snapshot create ghost "$tmp/s1"
 check create-left-nothing test ! -e "$tmp/s1"
 expect create-usage 2 "expected ID DIR" "$vessel" snapshot create onlyone

@@ -202,12 +202,16 @@ def restore_to_tick(a, work, d, tag, flags):
     if not ok:
         raise SystemExit(f'vessel restore {flags} failed: ' + err)
     vmm_ms = float(err.split('to first guest instruction ')[1].split(' ms')[0])
-    pages, pre_ms = 0, 0.0
+    pages, runs, read_ms, install_ms = 0, 0, 0.0, 0.0
     if 'pages prefetched' in err:
+        # "working set read R ms, prefetch I ms (N runs), P pages prefetched"
         line = err.split('restore uffd: working set read ')[1].split('\n')[0]
-        pre_ms = float(line.split(' ms')[0]) + float(line.split('prefetch ')[1].split(' ms')[0])
+        read_ms = float(line.split(' ms')[0])
+        install_ms = float(line.split('prefetch ')[1].split(' ms')[0])
+        runs = int(line.split('(')[1].split(' runs')[0])
         pages = int(line.split(', ')[-1].split(' pages')[0])
-    return dict(first_ms=first_ms, vmm_ms=vmm_ms, tick_ms=tick_ms, pages=pages, pre_ms=pre_ms)
+    return dict(first_ms=first_ms, vmm_ms=vmm_ms, tick_ms=tick_ms, pages=pages, runs=runs,
+                read_ms=read_ms, install_ms=install_ms)
 
 def vessel_uffd_round(a, work, mem, i):
     """One snapshot (taken after the guest's first tick), restored three ways in a row:
@@ -265,7 +269,7 @@ def main():
                                    check=True, capture_output=True, text=True).stdout.strip()
         if a.uffd:
             print('| guest RAM | restore | wall to first instruction | VMM to first instruction | '
-                  'wall until the guest read its busybox | prefetch (read + install) |')
+                  'wall until the guest read its busybox | prefetch: pages, ioctls, read + install |')
             print('|---|---|---|---|---|---|')
             for mem in [int(s) for s in a.sizes.split(',')]:
                 us = []
@@ -274,7 +278,8 @@ def main():
                     print(f'# {mem} MiB run {i}: {us[-1]}', file=sys.stderr, flush=True)
                 m = lambda name, k: statistics.median(u[name][k] for u in us)
                 for name, _ in UFFD_MODES:
-                    pre = (f'{m(name, "pages"):.0f} pages, {m(name, "pre_ms"):.1f} ms'
+                    pre = (f'{m(name, "pages"):.0f}, {m(name, "runs"):.0f}, '
+                           f'{m(name, "read_ms"):.1f} + {m(name, "install_ms"):.1f} ms'
                            if name == 'uffd-prefetch' else '-')
                     print(f'| {mem} MiB | {name} | {m(name, "first_ms"):.1f} ms | '
                           f'{m(name, "vmm_ms"):.1f} ms | {m(name, "tick_ms"):.1f} ms | {pre} |')

@@ -278,9 +278,10 @@ int cmd_restore(Args args) {
         if (timing && uffd) {
             const vmm::UffdStats us = m.memory().uffd_stats();
             std::fprintf(stderr,
-                         "vessel: restore uffd: working set read %.3f ms, prefetch %.3f ms, %llu "
-                         "pages prefetched\n",
+                         "vessel: restore uffd: working set read %.3f ms, prefetch %.3f ms "
+                         "(%llu runs), %llu pages prefetched\n",
                          ws_read_ms, static_cast<double>(us.prefetch_ns) / 1e6,
+                         static_cast<unsigned long long>(us.prefetch_runs),
                          static_cast<unsigned long long>(us.prefetched_pages));
         }
     });

@@ -196,46 +196,56 @@ void UffdPager::wake(uint64_t page) {
 
 uint64_t UffdPager::prefetch(const Prefetch& p) {
     const auto t0 = std::chrono::steady_clock::now();
+    // Which entries to install, in list order: pages inside the memory, each once, while the
+    // data lasts (the rest is served on faults). nullptr: a zero page.
     const uint64_t data_pages = p.data.size() / kPage;
-    uint64_t di = 0, installed = 0;  // next data page; pages installed
-    auto usable = [&](uint64_t e) {
-        const uint64_t page = e & ~Prefetch::kZeroPage;
-        return page < pages_ && !bit(filled_, page);
-    };
-    for (size_t i = 0; i < p.pages.size();) {
-        const uint64_t e = p.pages[i];
+    std::vector<std::pair<uint64_t, const uint8_t*>> todo;
+    todo.reserve(p.pages.size());
+    uint64_t di = 0;  // next data page
+    for (uint64_t e : p.pages) {
         const bool is_zero = e & Prefetch::kZeroPage;
         const uint64_t page = e & ~Prefetch::kZeroPage;
-        if (!is_zero && di >= data_pages) break;  // short data: the rest is served on faults
-        if (!usable(e)) {
-            if (!is_zero) ++di;
-            ++i;
-            continue;
-        }
-        // One ioctl per run of consecutive pages of one kind (the list is in first-touch
-        // order, and guests touch memory in runs).
+        if (!is_zero && di >= data_pages) break;
+        const uint8_t* src = is_zero ? nullptr : p.data.data() + di++ * kPage;
+        if (page >= pages_ || bit(filled_, page)) continue;
+        set_bit(filled_, page);
+        todo.emplace_back(page, src);
+    }
+    // In page order, one ioctl per run of consecutive pages of one kind (each ioctl has a
+    // fixed cost; first-touch order interleaves the runs). A run's data is gathered into
+    // one buffer when the list did not keep it together.
+    std::sort(todo.begin(), todo.end());
+    constexpr uint64_t kMaxRun = 512;
+    std::unique_ptr<uint8_t[]> staging;
+    uint64_t installed = 0;
+    for (size_t i = 0; i < todo.size();) {
+        const auto [page, src] = todo[i];
+        const bool is_zero = src == nullptr;
         uint64_t run = 1;
-        while (i + run < p.pages.size() && run < 512) {
-            const uint64_t f = p.pages[i + run];
-            if (bool(f & Prefetch::kZeroPage) != is_zero ||
-                (f & ~Prefetch::kZeroPage) != page + run || !usable(f) ||
-                (!is_zero && di + run >= data_pages))
-                break;
+        bool together = true;
+        while (i + run < todo.size() && run < kMaxRun && todo[i + run].first == page + run &&
+               (todo[i + run].second == nullptr) == is_zero) {
+            together = together && (is_zero || todo[i + run].second == src + run * kPage);
             ++run;
         }
-        const uint8_t* src = p.data.data() + di * kPage;
-        int err = is_zero ? zero(page, run, false) : copy(page, src, run, false);
+        const uint8_t* from = src;
+        if (!is_zero && !together) {
+            if (!staging) staging = std::make_unique_for_overwrite<uint8_t[]>(kMaxRun * kPage);
+            for (uint64_t k = 0; k < run; ++k)
+                std::memcpy(staging.get() + k * kPage, todo[i + k].second, kPage);
+            from = staging.get();
+        }
+        int err = is_zero ? zero(page, run, false) : copy(page, from, run, false);
         if (err == 0) {
             installed += run;
         } else {
             // One page at a time, so one that is there already costs only itself.
             for (uint64_t k = 0; k < run; ++k)
                 if ((is_zero ? zero(page + k, 1, false)
-                             : copy(page + k, src + k * kPage, 1, false)) == 0)
+                             : copy(page + k, from + k * kPage, 1, false)) == 0)
                     ++installed;
         }
-        for (uint64_t k = 0; k < run; ++k) set_bit(filled_, page + k);
-        if (!is_zero) di += run;
+        ++prefetch_ioctls_;
         i += run;
     }
     prefetched_ += installed;
@@ -377,6 +387,7 @@ UffdStats UffdPager::stats() const {
     UffdStats s;
     s.prefetched_pages = prefetched_;
     s.prefetch_ns = prefetch_ns_;
+    s.prefetch_runs = prefetch_ioctls_;
     s.faults = faults_.load(std::memory_order_relaxed);
     s.zero_faults = zero_faults_.load(std::memory_order_relaxed);
     return s;

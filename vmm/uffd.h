@@ -37,6 +37,7 @@ struct Prefetch {
 struct UffdStats {
     uint64_t prefetched_pages = 0;  // installed up front from a working set
     uint64_t prefetch_ns = 0;       // time that took (the UFFDIO_COPY/ZEROPAGE calls)
+    uint64_t prefetch_runs = 0;     // runs of consecutive pages installed, one ioctl each
     uint64_t faults = 0;            // pages filled on a fault since
     uint64_t zero_faults = 0;       // of those, pages that were holes of the file
 };
@@ -108,7 +109,7 @@ class UffdPager {
     std::function<void(const std::string&)> on_error_;
 
     std::atomic<uint64_t> faults_{0}, zero_faults_{0};
-    uint64_t prefetched_ = 0, prefetch_ns_ = 0;
+    uint64_t prefetched_ = 0, prefetch_ns_ = 0, prefetch_ioctls_ = 0;
 };
 
 // Opens a userfaultfd (the system call, or /dev/userfaultfd when the call is refused to this

@@ -241,6 +241,29 @@ TEST(UffdMemory, HandlerThreadBlocksEverySignal) {
     EXPECT_GE(others, 1);  // the handler thread (gtest starts none)
 }
 
+// First-touch order interleaves runs: the install sorts them into one ioctl per run of
+// consecutive pages (of one kind), gathering their data.
+TEST(UffdMemory, PrefetchInstallsRunsInOneCallEach) {
+    NEED_UFFD();
+    Dir d;
+    const std::string f = make_memory(d, {});
+    static uint8_t data[4 * kPage];
+    const uint64_t order[] = {6, 3, 5, 4};
+    for (uint64_t i = 0; i < 4; ++i) {
+        const uint64_t v = pattern(order[i]);
+        for (uint64_t w = 0; w < kPage / 8; ++w) std::memcpy(data + i * kPage + w * 8, &v, 8);
+    }
+    Prefetch p;
+    p.pages = {6, 100 | Prefetch::kZeroPage, 3, 5, 99 | Prefetch::kZeroPage, 4};
+    p.data = {data, sizeof data};
+    GuestMemory m = GuestMemory::restore_uffd(f, kMem, {}, &p);
+    EXPECT_EQ(m.uffd_stats().prefetched_pages, 6u);
+    EXPECT_EQ(m.uffd_stats().prefetch_runs, 2u);  // 3-6 with data, 99-100 zero
+    EXPECT_EQ(touch(m, {3, 4, 5, 6, 99, 100}),
+              (std::vector<uint64_t>{pattern(3), pattern(4), pattern(5), pattern(6), 0, 0}));
+    EXPECT_EQ(m.uffd_stats().faults, 0u);
+}
+
 class BadWorkingSet : public ::testing::Test {
   protected:
     void SetUp() override {

@@ -159,6 +159,8 @@ void Machine::init() {
 
 Machine::~Machine() {
     io_loop_.stop();
+    // The handler thread outlives the members declared after mem_ (stop_fd_ among them).
+    mem_.on_fault_error(nullptr);
 }
 
 MmioSlot Machine::add_virtio_mmio_device(std::shared_ptr<BusDevice> dev) {

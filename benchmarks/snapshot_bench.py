@@ -20,6 +20,10 @@ Usage (PVM host): tests/harness/l1run --mem 8192 -- benchmarks/snapshot_bench.py
 --uffd (vessel only): one snapshot restored three ways, lazily (MAP_PRIVATE), with
 `restore --uffd` recording its working set, and with `restore --uffd` prefetching it; each
 timed to the first instruction and until the guest has read a file of its initramfs.
+--drop-caches makes each of those restores read the snapshot from its file system: in the
+harness, share a host directory read-write (9p) and write the snapshots there:
+    tests/harness/l1run --rw /var/tmp/sb -- benchmarks/snapshot_bench.py --uffd \
+        --drop-caches --work-dir /var/tmp/sb ...
 """
 import argparse, json, os, shutil, socket, statistics, subprocess, sys, tempfile, time
 
@@ -233,6 +237,12 @@ def vessel_uffd_round(a, work, mem, i):
     boot.wait(timeout=60)
     out = {}
     for name, flags in UFFD_MODES:
+        if a.drop_caches:
+            # Cold: the memory file (and memory.ws) come from the file system, not the page
+            # cache, as when a snapshot is restored long after it was made.
+            subprocess.run(['sync'], check=True)
+            with open('/proc/sys/vm/drop_caches', 'w') as f:
+                f.write('3\n')
         out[name] = restore_to_tick(a, work, d, f'u{mem}-{i}-{name}', flags)
         if name == 'uffd-record':
             ws = os.path.join(d, 'memory.ws')
@@ -259,8 +269,13 @@ def main():
     ap.add_argument('--uffd', action='store_true',
                     help='vessel only: restore lazily (MAP_PRIVATE), with --uffd recording the '
                          'working set, and with --uffd prefetching it')
+    ap.add_argument('--drop-caches', action='store_true',
+                    help='--uffd: drop the page cache before each restore (needs a --work-dir '
+                         'on a file system whose pages can be dropped: not tmpfs)')
+    ap.add_argument('--work-dir', default='/var/tmp',
+                    help='where snapshots are written (default /var/tmp)')
     a = ap.parse_args()
-    work = tempfile.mkdtemp(prefix='vessel-snapbench-', dir='/var/tmp')
+    work = tempfile.mkdtemp(prefix='vessel-snapbench-', dir=a.work_dir)
     try:
         a.initrd = os.path.join(work, 'guest.cpio')
         subprocess.run([a.vessel, 'boot', '--kernel', a.kernel, '--write-initrd', a.initrd, '--',

@@ -25,6 +25,8 @@
 #include "runtime/container/container.h"
 #include "runtime/jail/jail.h"
 #include "runtime/network/attachment.h"
+#include "runtime/vm_agent.h"
+#include "runtime/vm_records.h"
 #include "snapshot/control.h"
 #include "virtio/attach.h"
 #include "virtio/block/device.h"
@@ -63,6 +65,9 @@ const char kBootHelp[] =
     "  --agent            run CMD through the guest agent over vsock: stdin is forwarded,\n"
     "                     stdout and stderr stay apart, signals reach CMD "
     "(docs/agent-protocol.md)\n"
+    "                     Without CMD (needs --id or --api-socket): the VM waits with its\n"
+    "                     agent ready (\"vessel: agent ready\" on stdout) until it is stopped,\n"
+    "                     a template for `vessel snapshot create` and `restore --clone`\n"
     "  -t, --tty          with --agent: CMD gets a terminal in the guest\n"
     "  --vsock-socket PATH  the VM's vsock device on the Unix socket PATH (host connects and\n"
     "                     writes \"CONNECT <port>\\n\"; guest connections to port P reach "
@@ -88,19 +93,6 @@ const char kBootHelp[] =
     "                     mount and IPC namespaces, a root holding only its files, a cgroup,\n"
     "                     an unprivileged uid. OPTS: uid=,gid=,mem=,cpus=,pids=,cgroup=,dir=,\n"
     "                     nofile=,fsize= (docs/runtime.md). Needs root\n";
-
-uint32_t parse_count(const std::string& flag, const std::string& s) {
-    size_t pos = 0;
-    unsigned long v = 0;
-    try {
-        v = std::stoul(s, &pos, 10);
-    } catch (const std::exception&) {
-        pos = 0;
-    }
-    if (pos != s.size() || s.empty() || v > 100000)
-        usage_error(flag + ": '" + s + "' is not a count");
-    return static_cast<uint32_t>(v);
-}
 
 struct DiskSpec {
     virtio::block::BlockDeviceOptions opts;
@@ -148,9 +140,6 @@ std::vector<uint8_t> read_file(const std::string& path, const char* what) {
     return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
-// Signals vessel forwards to the command in agent mode instead of stopping the VM.
-constexpr int kForwardedSignals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
-
 // The exit status of `vessel boot` for how the VM stopped.
 int exit_status(const vmm::RunResult& r) {
     switch (r.reason) {
@@ -180,6 +169,7 @@ int cmd_boot(Args args) {
     std::vector<std::string> env, argv;
     std::vector<DiskSpec> disks;
     std::vector<network::NetSpec> nets;
+    std::vector<std::string> net_texts;  // as given, for snapshots to re-attach
     std::vector<virtio::io::EnginePreference> net_engines;
     bool verbose = false, use_agent = false, tty = false, no_seccomp = false;
     std::string vsock_socket;
@@ -233,6 +223,7 @@ int cmd_boot(Args args) {
             }
             try {
                 nets.push_back(network::NetSpec::parse(spec));
+                net_texts.push_back(spec);
             } catch (const std::invalid_argument& e) {
                 usage_error(e.what());
             }
@@ -276,7 +267,9 @@ int cmd_boot(Args args) {
     }
     for (; i < args.size(); ++i) argv.emplace_back(args[i]);
     if (tty && !use_agent) usage_error("--tty needs --agent (the serial console is output only)");
-    if (use_agent && argv.empty()) usage_error("--agent: no command given");
+    if (use_agent && argv.empty() && api_socket.empty())
+        usage_error("--agent: no command given (a VM without one needs --id or --api-socket)");
+    if (tty && argv.empty()) usage_error("--tty: no command given");
 
     cfg.kernel = kernel;
     cfg.cmdline = std::string(kDefaultCmdline) + (verbose ? "" : " quiet loglevel=1");
@@ -377,15 +370,10 @@ int cmd_boot(Args args) {
             std::fprintf(stderr, "vessel: vsock CID %llu on %s\n",
                          static_cast<unsigned long long>(*cid), vsock_socket.c_str());
     }
-    if (use_agent) {
-        // Forwarded signals go to the command, not to the VM: block them before any thread
-        // exists so that every thread inherits the mask and only the agent thread's signalfd
-        // sees them.
-        sigset_t set;
-        sigemptyset(&set);
-        for (int sig : kForwardedSignals) sigaddset(&set, sig);
-        sigaddset(&set, SIGWINCH);
-        pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    const bool agent_command = use_agent && !argv.empty();
+    if (agent_command) {
+        // Forwarded signals go to the command, not to the VM.
+        block_forwarded_signals();
         cfg.stop_on_signals = false;
     }
 
@@ -436,8 +424,11 @@ int cmd_boot(Args args) {
         if (verbose)
             std::fprintf(stderr, "vessel: eth%zu on %s: %s\n", n, dev->tap_name().c_str(),
                          dev->engine_reason().c_str());
-        snap_devs.push_back(
-            {"net", {{"tap", dev->tap_name()}}, virtio::attach_mmio(m, std::move(dev)), {}, {}});
+        snap_devs.push_back({"net",
+                             net_record(net_texts[n], a, dev->tap_name(), net_engines[n]),
+                             virtio::attach_mmio(m, dev),
+                             [dev] { return net_state_to_json(dev->state()); },
+                             {virtio::net::NetDevice::kRxQueue}});
     }
     if (vsock)
         snap_devs.push_back({"vsock",
@@ -454,59 +445,31 @@ int cmd_boot(Args args) {
 
     // Agent mode: a thread connects to the guest agent once it listens, runs the command with
     // our stdio, and asks the agent to shut the VM down with the command's status.
-    std::thread control;
-    std::atomic<bool> control_done{false}, vm_done{false};
     std::optional<container::RawTerminal> raw;
+    std::optional<AgentSession> agent_session;
     if (use_agent) {
-        if (tty) raw.emplace(STDIN_FILENO);
-        agent::ProcessSpec spec;
-        spec.argv = argv;
-        spec.env = guest::merge_env(guest::default_env(), env);
-        spec.cwd = cwd;
-        spec.tty = tty;
-        control = std::thread([&m, &control_done, &vm_done, spec, tty, uds = vsock_socket] {
-            vmm::seccomp::enter(vmm::seccomp::Role::AgentControl);
-            try {
-                UniqueFd conn = agent::connect_vsock_uds(uds, guest::kDefaultAgentPort,
-                                                         std::chrono::seconds(120));
-                auto client = std::make_unique<agent::Client>(std::move(conn));
-                agent::RunOptions ro;
-                ro.forward_signals.assign(std::begin(kForwardedSignals),
-                                          std::end(kForwardedSignals));
-                if (tty && ::isatty(STDIN_FILENO)) ro.winsize_fd = STDIN_FILENO;
-                agent::ExitStatus es =
-                    agent::run(*client, spec, STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO, ro);
-                client->shutdown(es.status);  // the VM stops with this status
-            } catch (const std::exception& e) {
-                // Someone else may have shut the VM down through the agent (the connection
-                // then closes under us): let the guest's own exit status win if it comes.
-                for (int i = 0; i < 300 && !vm_done; ++i)
-                    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-                m.stop({vmm::RunResult::Reason::Error, 0, std::string("guest agent: ") + e.what()});
-            }
-            control_done = true;
-        });
+        AgentJob job{.uds = vsock_socket, .identity = {}, .command = {}, .tty = tty};
+        if (agent_command) {
+            if (tty) raw.emplace(STDIN_FILENO);
+            agent::ProcessSpec spec;
+            spec.argv = argv;
+            spec.env = guest::merge_env(guest::default_env(), env);
+            spec.cwd = cwd;
+            spec.tty = tty;
+            job.command = std::move(spec);
+        }
+        agent_session.emplace(m, std::move(job));
     }
     std::optional<snapshot::ControlServer> snap_control;
     if (!api_socket.empty())
-        snap_control.emplace(api_socket, m, snap_devs,
-                             nlohmann::json{{"cmdline", m.config().cmdline}});
+        snap_control.emplace(api_socket, m, snap_devs, snapshot_meta(m.config(), use_agent));
     vmm::RunResult r = m.run();
     snap_control.reset();
-    vm_done = true;
-    if (control.joinable()) {
-        // The VM has stopped; a control thread still waiting for the agent never will see it.
-        for (int waited = 0; !control_done && waited < 2000; waited += 10)
-            std::this_thread::sleep_for(std::chrono::milliseconds(10));
-        if (control_done) {
-            control.join();
-        } else {
-            control.detach();
-            raw.reset();
-            std::fflush(nullptr);
-            std::fprintf(stderr, "vessel: the VM stopped before the guest agent answered\n");
-            ::_exit(r.reason == vmm::RunResult::Reason::ExitStatus ? r.status : 1);
-        }
+    if (agent_session && !agent_session->finish()) {
+        raw.reset();
+        std::fflush(nullptr);
+        std::fprintf(stderr, "vessel: the VM stopped before the guest agent answered\n");
+        ::_exit(r.reason == vmm::RunResult::Reason::ExitStatus ? r.status : 1);
     }
     raw.reset();
     const int status = exit_status(r);

@@ -22,7 +22,7 @@ namespace vessel::cli {
 namespace {
 
 const char kSnapshotHelp[] =
-    "usage: vessel snapshot create [--diff] [--stop|--leave-paused] ID DIR\n"
+    "usage: vessel snapshot create [--diff] [--disks] [--stop|--leave-paused] ID DIR\n"
     "       vessel snapshot merge DIFF OUT\n"
     "       vessel snapshot ls\n"
     "       vessel snapshot rm NAME|DIR...\n\n"
@@ -32,7 +32,9 @@ const char kSnapshotHelp[] =
     "        is a name under the snapshot store ($VESSEL_SNAPSHOT_DIR, default\n"
     "        /var/lib/vessel/snapshots as root). --diff saves only the memory pages written\n"
     "        since the VM's previous snapshot (or the one it was restored from), which becomes\n"
-    "        its parent; the VM must run with --track-dirty. `vessel restore` follows the chain\n"
+    "        its parent; the VM must run with --track-dirty. `vessel restore` follows the chain.\n"
+    "        --disks also copies each writable disk image into DIR (a reflink where the file\n"
+    "        system can), for `vessel restore --revert-disks`\n"
     "merge   writes OUT, a full snapshot equal to the diff snapshot DIFF with its chain of\n"
     "        parents applied (no parent needed afterwards)\n"
     "ls      the snapshots in the store\n"
@@ -67,7 +69,7 @@ std::string resolve_dir(const std::string& arg, bool create_store) {
 
 int create(Args args) {
     std::string after = "resume";
-    bool diff = false;
+    bool diff = false, disks = false;
     std::vector<std::string> pos;
     for (std::string a : args) {
         if (a == "--stop")
@@ -78,6 +80,8 @@ int create(Args args) {
             after = "resume";
         else if (a == "--diff")
             diff = true;
+        else if (a == "--disks")
+            disks = true;
         else if (!a.empty() && a[0] == '-')
             usage_error("snapshot create: unknown option '" + a + "'");
         else
@@ -101,7 +105,8 @@ int create(Args args) {
     }
     auto t0 = std::chrono::steady_clock::now();
     nlohmann::json r = snapshot::control_call(
-        socket, {{"op", "snapshot"}, {"dir", dir}, {"after", after}, {"diff", diff}},
+        socket,
+        {{"op", "snapshot"}, {"dir", dir}, {"after", after}, {"diff", diff}, {"disks", disks}},
         std::chrono::minutes(10));
     double wall =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
@@ -112,9 +117,11 @@ int create(Args args) {
     if (std::getenv("VESSEL_SNAPSHOT_TIMING"))
         std::fprintf(stderr,
                      "vessel: snapshot %s: %.3f ms total (pause %.3f, drain %.3f, capture %.3f, "
-                     "memory %.3f for %llu bytes, state %.3f)\n",
+                     "disks %.3f for %llu bytes, memory %.3f for %llu bytes, state %.3f)\n",
                      dir.c_str(), wall, r.value("pause_ms", 0.0), r.value("drain_ms", 0.0),
-                     r.value("capture_ms", 0.0), r.value("memory_ms", 0.0),
+                     r.value("capture_ms", 0.0), r.value("disks_ms", 0.0),
+                     static_cast<unsigned long long>(r.value("disk_bytes", 0ull)),
+                     r.value("memory_ms", 0.0),
                      static_cast<unsigned long long>(r.value("memory_bytes", 0ull)),
                      r.value("state_ms", 0.0));
     std::printf("%s\n", dir.c_str());
@@ -192,16 +199,20 @@ int rm(Args args) {
             continue;
         }
         std::string mem = dir + "/" + snapshot::kMemoryFile;
+        std::vector<std::string> extra = {dir + "/" + snapshot::kBitmapFile};
         try {
             snapshot::Snapshot s = snapshot::decode_snapshot(snapshot::read_file(state));
             mem = snapshot::memory_path(dir, s);
+            for (const auto& d : s.devices)
+                if (d.config.contains("copy") && d.config["copy"].is_string() &&
+                    d.config["copy"].get<std::string>().find('/') == std::string::npos)
+                    extra.push_back(dir + "/" + d.config["copy"].get<std::string>());
         } catch (const std::exception&) {
             // A damaged snapshot is still removable: its memory file has the default name.
         }
         ::unlink(mem.c_str());
-        // A diff's bitmap and a --uffd restore's working set belong to the snapshot too.
-        ::unlink((dir + "/" + snapshot::kBitmapFile).c_str());
-        ::unlink((dir + "/" + snapshot::kWorkingSetFile).c_str());
+        extra.push_back(dir + "/" + snapshot::kWorkingSetFile);  // restore --uffd's
+        for (const auto& f : extra) ::unlink(f.c_str());
         ::unlink(state.c_str());
         if (::rmdir(dir.c_str()) != 0) {
             std::fprintf(stderr, "vessel: snapshot rm: %s: %s (other files left in it)\n",

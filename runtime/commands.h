@@ -39,5 +39,7 @@ std::string vm_control_socket(const std::string& id);
 [[noreturn]] void usage_error(const std::string& msg);
 // "512", "512M", "1G", "4096K" -> MiB; exits with a usage error naming `flag` otherwise.
 uint64_t parse_size_mib(const std::string& flag, const std::string& s);
+// A decimal count up to 100000; exits with a usage error naming `flag` otherwise.
+uint32_t parse_count(const std::string& flag, const std::string& s);
 
 }  // namespace vessel::cli

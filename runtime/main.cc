@@ -56,6 +56,19 @@ void usage_error(const std::string& msg) {
     std::exit(2);
 }
 
+uint32_t parse_count(const std::string& flag, const std::string& s) {
+    size_t pos = 0;
+    unsigned long v = 0;
+    try {
+        v = std::stoul(s, &pos, 10);
+    } catch (const std::exception&) {
+        pos = 0;
+    }
+    if (pos != s.size() || s.empty() || v > 100000)
+        usage_error(flag + ": '" + s + "' is not a count");
+    return static_cast<uint32_t>(v);
+}
+
 uint64_t parse_size_mib(const std::string& flag, const std::string& s) {
     size_t pos = 0;
     unsigned long long v = 0;

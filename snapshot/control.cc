@@ -106,7 +106,8 @@ json handle_request(vmm::Machine& m, const std::vector<AttachedDevice>& devices,
             const std::string dir = req["dir"].get<std::string>();
             CreateStats st;
             try {
-                st = create(m, devices, dir, meta, std::chrono::seconds(10), parent);
+                st = create(m, devices, dir, meta, std::chrono::seconds(10), parent,
+                            req.value("disks", false));
                 if (last_snapshot) *last_snapshot = dir;
             } catch (...) {
                 m.resume();  // a failed snapshot leaves the VM as it was
@@ -121,6 +122,8 @@ json handle_request(vmm::Machine& m, const std::vector<AttachedDevice>& devices,
                     {"drain_ms", ms(st.drain)},
                     {"capture_ms", ms(st.capture)},
                     {"memory_ms", ms(st.memory)},
+                    {"disk_bytes", st.disk_bytes},
+                    {"disks_ms", ms(st.disks)},
                     {"state_ms", ms(st.state)}};
         }
         return error("unknown request \"" + op + "\"");

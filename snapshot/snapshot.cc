@@ -346,6 +346,8 @@ uint64_t merge(const std::string& dir, const std::string& out) {
         Snapshot s = std::move(r.snap);
         s.meta.erase("diff");
         s.meta["merged_from"] = real_path(dir);
+        // Disk copies stay with the snapshot that made them; OUT holds memory and state only.
+        for (auto& d : s.devices) d.config.erase("copy");
         s.memory_file = kMemoryFile;
         save(out, std::move(s));
         return written;

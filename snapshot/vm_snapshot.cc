@@ -7,6 +7,7 @@
 #include <cstring>
 #include <thread>
 
+#include "snapshot/disk_copy.h"
 #include "virtio/device.h"
 #include "virtio/queue.h"
 
@@ -86,18 +87,14 @@ void vsock_transport_reset(const vmm::GuestMemory& mem, virtio::MmioTransport::S
 
 CreateStats create(vmm::Machine& m, const std::vector<AttachedDevice>& devices,
                    const std::string& dir, nlohmann::json meta,
-                   std::chrono::milliseconds drain_timeout, const std::string& diff_parent) {
+                   std::chrono::milliseconds drain_timeout, const std::string& diff_parent,
+                   bool copy_disks) {
     CreateStats st;
     const bool diff = !diff_parent.empty();
     if (diff && !m.tracks_dirty())
         throw SnapshotError(
             "a diff snapshot needs a VM that tracks dirty pages (boot or restore it with "
             "--track-dirty)");
-    for (const auto& d : devices)
-        if (d.kind == "net")
-            throw SnapshotError(
-                "VMs with virtio-net interfaces cannot be snapshotted yet (their taps are not "
-                "re-created on restore)");
     const std::string state_path = dir + "/" + kStateFile, mem_path = dir + "/" + kMemoryFile,
                       bitmap_path = dir + "/" + kBitmapFile;
     bool made_dir = false;
@@ -108,15 +105,31 @@ CreateStats create(vmm::Machine& m, const std::vector<AttachedDevice>& devices,
     } else if (::access(state_path.c_str(), F_OK) == 0) {
         throw SnapshotError(dir + " already holds a snapshot (remove it first)");
     }
+    std::vector<std::string> copies;
     auto cleanup = [&] {
+        for (const auto& c : copies) ::unlink(c.c_str());
         ::unlink(state_path.c_str());
         ::unlink(mem_path.c_str());
         ::unlink(bitmap_path.c_str());
         if (made_dir) ::rmdir(dir.c_str());
     };
+    // Devices that write guest memory on their own (received frames) are held from the
+    // drain until the memory is saved, so that the memory matches the captured queues.
+    struct Held {
+        const std::vector<AttachedDevice>& devices;
+        bool on = false;
+        void set(bool v) {
+            for (const auto& d : devices) d.transport->device().hold(v);
+            on = v;
+        }
+        ~Held() {
+            if (on) set(false);
+        }
+    } held{devices};
     try {
         auto t = Clock::now();
         if (!m.pause()) throw SnapshotError("the VM is not running");
+        held.set(true);
         st.pause = Clock::now() - t;
         t = Clock::now();
         drain(devices, drain_timeout);
@@ -141,6 +154,19 @@ CreateStats create(vmm::Machine& m, const std::vector<AttachedDevice>& devices,
         }
         st.capture = Clock::now() - t;
 
+        if (copy_disks) {
+            // Drained: each writable disk holds what the guest wrote before the pause.
+            t = Clock::now();
+            for (DeviceRecord& r : s.devices) {
+                if (r.kind != "block" || r.config.value("read_only", false)) continue;
+                const std::string name = "disk-" + std::to_string(r.slot) + ".img";
+                copies.push_back(dir + "/" + name);
+                st.disk_bytes += copy_disk(r.config.at("path").get<std::string>(), copies.back());
+                r.config["copy"] = name;
+            }
+            st.disks = Clock::now() - t;
+        }
+
         t = Clock::now();
         s.meta.erase("diff");
         if (diff) {
@@ -155,6 +181,7 @@ CreateStats create(vmm::Machine& m, const std::vector<AttachedDevice>& devices,
             if (m.tracks_dirty()) m.take_dirty_pages();  // the next diff starts here
         }
         st.memory = Clock::now() - t;
+        held.set(false);
         t = Clock::now();
         save(dir, std::move(s));
         st.state = Clock::now() - t;
@@ -185,6 +212,21 @@ void restore_devices(const vmm::GuestMemory& mem, const std::vector<DeviceRecord
                                 "): " + e.what());
         }
     }
+}
+
+std::function<bool()> vsock_reset_handled(const vmm::GuestMemory& mem, const DeviceRecord& r) {
+    constexpr size_t kEventQueue = 2;
+    const auto& s = r.transport;
+    if (r.kind != "vsock" || !active(s) || s.queues.size() <= kEventQueue ||
+        !s.queues[kEventQueue].ready)
+        return [] { return true; };
+    const uint64_t idx_gpa = s.queues[kEventQueue].avail_addr + 2;  // virtq_avail.idx
+    uint16_t at_restore = 0;
+    if (!mem.read(idx_gpa, &at_restore, sizeof at_restore)) return [] { return true; };
+    return [&mem, idx_gpa, at_restore] {
+        uint16_t now = 0;
+        return !mem.read(idx_gpa, &now, sizeof now) || now != at_restore;
+    };
 }
 
 void kick_devices(const std::vector<std::shared_ptr<virtio::MmioTransport>>& transports) {

@@ -31,7 +31,8 @@ struct AttachedDevice {
 
 struct CreateStats {
     uint64_t memory_bytes = 0;  // bytes of guest RAM written (holes and zero pages skipped)
-    std::chrono::nanoseconds pause{0}, drain{0}, capture{0}, memory{0}, state{0};
+    uint64_t disk_bytes = 0;    // copy_disks: data copied (0 for reflinks)
+    std::chrono::nanoseconds pause{0}, drain{0}, capture{0}, disks{0}, memory{0}, state{0};
 };
 
 // Pauses `m` (if it is not already), waits until no device has a request in flight, then
@@ -44,10 +45,14 @@ struct CreateStats {
 // written since (the machine must track dirty pages), DIR/memory.bitmap says which, and the
 // meta names the parent (docs/snapshot-format.md). A full snapshot of a tracking machine
 // starts a new interval.
+//
+// `copy_disks`: each writable disk image is copied into DIR (disk-<slot>.img, a reflink where
+// the file system can) while the VM is paused, and its record names the copy ("copy"), for
+// `vessel restore --revert-disks`. A disk that is a block device is refused.
 CreateStats create(vmm::Machine& m, const std::vector<AttachedDevice>& devices,
                    const std::string& dir, nlohmann::json meta,
                    std::chrono::milliseconds drain_timeout = std::chrono::seconds(10),
-                   const std::string& diff_parent = {});
+                   const std::string& diff_parent = {}, bool copy_disks = false);
 
 // Restore side, after the devices are re-created and attached in slot order and before
 // Machine::run(): restores each transport from its record. Devices of kind "vsock" get a
@@ -55,6 +60,13 @@ CreateStats create(vmm::Machine& m, const std::vector<AttachedDevice>& devices,
 // Throws SnapshotError when a record does not fit the device attached in its slot.
 void restore_devices(const vmm::GuestMemory& mem, const std::vector<DeviceRecord>& records,
                      const std::vector<std::shared_ptr<virtio::MmioTransport>>& transports);
+
+// For a vsock device restored by restore_devices (record `r`, guest memory `mem`): a test
+// that becomes true once the guest has handled the transport-reset event, i.e. its driver
+// has given the event buffer back (the event queue's available index moved past where it was
+// at the restore). A host connection made before that would be reset when the guest gets to
+// the event. Always true when no event was sent (the device was not active).
+std::function<bool()> vsock_reset_handled(const vmm::GuestMemory& mem, const DeviceRecord& r);
 
 // Raises a used-buffer interrupt on every active transport: after a restore, an interrupt
 // that was in flight at the save (an irqfd not yet injected) is not lost; drivers treat a

@@ -95,6 +95,11 @@ class Device {
     // The driver notified `queue` (only while active; index already range-checked). Usually
     // wakes the I/O thread. Never throws.
     virtual void notify(uint16_t queue) = 0;
+    // Snapshots, with the vCPUs paused: while held, the device starts no new guest request
+    // and writes nothing the guest did not ask for (e.g. received frames) into guest memory;
+    // requests already started still complete. hold(true) returns once that is so. Devices
+    // that only answer the guest's requests need nothing. Any thread but the device's own.
+    virtual void hold(bool on) { (void)on; }
 };
 
 // Config-space helpers for devices that keep their config as a byte image.

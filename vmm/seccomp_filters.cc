@@ -11,6 +11,7 @@
 #include <asm/termbits.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <linux/fs.h>
 #include <linux/if_tun.h>
 #include <linux/kvm.h>
 #include <linux/userfaultfd.h>
@@ -167,19 +168,23 @@ std::vector<Rule> agent_control() {
 
 // The API socket's thread (snapshot/control.h): one Unix connection at a time, the machine
 // paused through its vCPU threads (a kick signal), state read with kCaptureIoctls, and a
-// snapshot directory written (files created, written, synced, renamed; a failed one removed).
+// snapshot directory written (files created, written, synced, renamed; a failed one removed;
+// with --disks, disk images copied in: copy_file_range, or a FICLONE reflink).
 // It never reads guest-controlled data besides guest RAM it copies out.
 std::vector<Rule> control() {
     std::vector<Rule> r;
     base(r);
-    allow(r, {SCMP_SYS(poll),       SCMP_SYS(ppoll),     SCMP_SYS(accept4),   SCMP_SYS(recvfrom),
-              SCMP_SYS(sendto),     SCMP_SYS(tgkill),    SCMP_SYS(openat),    SCMP_SYS(mkdir),
-              SCMP_SYS(mkdirat),    SCMP_SYS(access),    SCMP_SYS(faccessat), SCMP_SYS(faccessat2),
-              SCMP_SYS(unlink),     SCMP_SYS(unlinkat),  SCMP_SYS(rmdir),     SCMP_SYS(rename),
-              SCMP_SYS(renameat),   SCMP_SYS(renameat2), SCMP_SYS(ftruncate), SCMP_SYS(pwrite64),
-              SCMP_SYS(lseek),      SCMP_SYS(fsync),     SCMP_SYS(fdatasync), SCMP_SYS(fstat),
-              SCMP_SYS(newfstatat), SCMP_SYS(statx),     SCMP_SYS(flock),     SCMP_SYS(mincore)});
+    allow(r, {SCMP_SYS(poll), SCMP_SYS(ppoll), SCMP_SYS(accept4), SCMP_SYS(recvfrom),
+              SCMP_SYS(sendto), SCMP_SYS(tgkill), SCMP_SYS(openat), SCMP_SYS(mkdir),
+              SCMP_SYS(mkdirat), SCMP_SYS(access), SCMP_SYS(faccessat), SCMP_SYS(faccessat2),
+              SCMP_SYS(unlink), SCMP_SYS(unlinkat), SCMP_SYS(rmdir), SCMP_SYS(rename),
+              SCMP_SYS(renameat), SCMP_SYS(renameat2), SCMP_SYS(ftruncate), SCMP_SYS(pwrite64),
+              SCMP_SYS(lseek), SCMP_SYS(fsync), SCMP_SYS(fdatasync), SCMP_SYS(fstat),
+              SCMP_SYS(newfstatat), SCMP_SYS(statx), SCMP_SYS(flock), SCMP_SYS(mincore),
+              // snapshot create --disks: a sparse copy of each writable disk
+              SCMP_SYS(copy_file_range)});
     for (uint64_t req : kCaptureIoctls) allow_arg(r, SCMP_SYS(ioctl), 1, {req});
+    allow_arg(r, SCMP_SYS(ioctl), 1, {FICLONE});  // --disks: a reflink where the fs can
     return r;
 }
 

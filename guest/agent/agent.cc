@@ -543,6 +543,27 @@ struct Agent::Impl {
         respond(c, rid, {{"processes", std::move(list)}});
     }
 
+    void op_identity(Conn& c, std::uint32_t rid, const Json& req) {
+        std::string why;
+        const auto id = identity_from_json(req, &why);
+        if (!id) {
+            respond_error(c, rid, err::kBadRequest, why);
+            return;
+        }
+        if (!opts.apply_identity) {
+            respond_error(c, rid, err::kIdentityFailed, "this agent cannot change the identity");
+            return;
+        }
+        int e = 0;
+        const std::string failed = opts.apply_identity(*id, &e);
+        if (!failed.empty()) {
+            respond_error(c, rid, err::kIdentityFailed, failed, e);
+            return;
+        }
+        log("identity applied" + (id->hostname.empty() ? "" : " (hostname " + id->hostname + ")"));
+        respond(c, rid, Json::object());
+    }
+
     void op_shutdown(Conn& c, std::uint32_t rid, const Json& req) {
         const auto s = req.find("status");
         if (s == req.end() || !s->is_number_unsigned() || s->get<std::uint64_t>() > 255) {
@@ -589,6 +610,7 @@ struct Agent::Impl {
         if (op == "resize") return op_resize(c, rid, *req);
         if (op == "list") return op_list(c, rid);
         if (op == "shutdown") return op_shutdown(c, rid, *req);
+        if (op == "identity") return op_identity(c, rid, *req);
         respond_error(c, rid, err::kUnknownOp, "unknown op \"" + op.substr(0, 64) + "\"");
     }
 

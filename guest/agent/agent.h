@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 
+#include "guest/agent/spec.h"
 #include "guest/agent/wire.h"
 #include "guest/init/unique_fd.h"
 
@@ -27,7 +28,14 @@ struct AgentOptions {
     bool log_to_stderr = true;     // rate-limited "vessel-agent: ..." lines
     std::size_t max_processes = kMaxProcesses;
     std::size_t max_connections = kMaxConnections;
+    // Applies an "identity" request (already validated); returns "" or what failed, with
+    // the errno in *err. Empty: such requests are refused. In the guest: apply_identity().
+    std::function<std::string(const Identity&, int* err)> apply_identity{};
 };
+
+// The guest's implementation of AgentOptions::apply_identity: MAC and IPv4 address through
+// SIOCSIF*/SIOCADDRT, sethostname(), the seed through RNDADDENTROPY then RNDRESEEDCRNG.
+std::string apply_identity(const Identity& id, int* err);
 
 struct AgentStats {
     std::uint64_t connections = 0;      // accepted or added

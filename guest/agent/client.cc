@@ -384,6 +384,12 @@ void Client::shutdown(int status) {
     call({{"op", "shutdown"}, {"status", status}});
 }
 
+void Client::set_identity(const Identity& id) {
+    Json req = identity_to_json(id);
+    req["op"] = "identity";
+    call(req);
+}
+
 void Client::wait_async(std::uint32_t id) {
     proc(id);
     send_request({{"op", "wait"}, {"id", id}}, PendingKind::kWait, id);

@@ -79,6 +79,9 @@ class Client {
     std::vector<ProcessInfo> list();
     // The agent syncs, acknowledges and exits; the VM then stops with `status`.
     void shutdown(int status);
+    // A restored clone's own MAC/address, hostname and RNG seed (AgentError
+    // "identity_failed" names the step that failed in the guest).
+    void set_identity(const Identity& id);
 
     // Streams of processes started by this client. Non-blocking.
     std::size_t stdin_room(std::uint32_t id) const;  // bytes the agent accepts now

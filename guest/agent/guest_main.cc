@@ -76,6 +76,7 @@ int serve_guest(const ListenAddress& address) {
                                                    : listen_unix(address.unix_path);
         if (!opts.listen_fd) return guest::kStatusInitFailure;
         opts.raise_nofile = true;
+        opts.apply_identity = apply_identity;
         if (address.unix_path.empty()) {
             // Guest processes can reach this port too (vsock loopback, CID 1 or our own CID);
             // only the host may command the agent, which runs everything as root.

@@ -1,8 +1,10 @@
 #include "guest/agent/messages.h"
 
+#include <arpa/inet.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 
+#include <cctype>
 #include <limits>
 #include <stdexcept>
 
@@ -183,6 +185,68 @@ bool parse_rlimits(const Json& j, std::vector<Rlimit>& out, std::string* error) 
         out.push_back({*resource, soft, hard});
     }
     return true;
+}
+
+bool valid_ipv4(const std::string& s) {
+    in_addr a{};
+    return inet_pton(AF_INET, s.c_str(), &a) == 1;
+}
+
+bool valid_cidr(const std::string& s) {
+    const auto slash = s.find('/');
+    if (slash == std::string::npos || !valid_ipv4(s.substr(0, slash))) return false;
+    const std::string p = s.substr(slash + 1);
+    if (p.empty() || p.size() > 2 || p.find_first_not_of("0123456789") != std::string::npos)
+        return false;
+    return std::stoi(p) <= 32;
+}
+
+bool hex_digit(char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+// A unicast MAC in the "02:00:5e:00:00:01" form.
+bool valid_mac(const std::string& s) {
+    if (s.size() != 17) return false;
+    for (std::size_t i = 0; i < s.size(); ++i)
+        if (i % 3 == 2 ? s[i] != ':' : !hex_digit(s[i])) return false;
+    return (std::stoi(s.substr(0, 2), nullptr, 16) & 1) == 0;
+}
+
+bool valid_hostname(const std::string& s) {
+    if (s.empty() || s.front() == '-' || s.front() == '.') return false;
+    for (char c : s)
+        if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.') return false;
+    return true;
+}
+
+bool valid_ifname(const std::string& s) {
+    if (s.empty() || s.size() > 15 || s == "." || s == "..") return false;
+    for (char c : s)
+        if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.')
+            return false;
+    return true;
+}
+
+bool parse_interface(const Json& j, InterfaceIdentity& out, std::string* error) {
+    Fields f(j, "interface", error);
+    f.str("name", out.name, 15, true);
+    if (f.ok() && !valid_ifname(out.name)) f.fail_key("name", "is not an interface name");
+    f.str("mac", out.mac, 17);
+    if (f.ok() && !out.mac.empty() && !valid_mac(out.mac))
+        f.fail_key("mac", "must be a unicast MAC like 02:00:00:00:00:01");
+    f.str("address", out.address, 18);
+    if (f.ok() && !out.address.empty() && !valid_cidr(out.address))
+        f.fail_key("address", "must be an IPv4 address with a prefix, like 10.0.0.2/24");
+    f.str("gateway", out.gateway, 15);
+    if (f.ok() && !out.gateway.empty() && !valid_ipv4(out.gateway))
+        f.fail_key("gateway", "must be an IPv4 address");
+    f.strings("dns", out.dns, kMaxIdentityDns);
+    for (const auto& d : out.dns)
+        if (f.ok() && !valid_ipv4(d)) f.fail_key("dns", "entries must be IPv4 addresses");
+    if (f.ok() && out.address.empty() && (!out.gateway.empty() || !out.dns.empty()))
+        f.fail("gateway and dns need an address");
+    return f.ok();
 }
 
 }  // namespace
@@ -395,6 +459,67 @@ std::optional<ProcessInfo> info_from_json(const Json& j, std::string* error) {
     p.pid = static_cast<int>(pid);
     p.running = state == "running";
     return p;
+}
+
+Json identity_to_json(const Identity& id) {
+    Json j = Json::object();
+    if (!id.hostname.empty()) j["hostname"] = id.hostname;
+    if (!id.seed.empty()) {
+        static constexpr char kHex[] = "0123456789abcdef";
+        std::string hex;
+        for (std::uint8_t b : id.seed) {
+            hex += kHex[b >> 4];
+            hex += kHex[b & 15];
+        }
+        j["seed"] = std::move(hex);
+    }
+    if (!id.interfaces.empty()) {
+        Json arr = Json::array();
+        for (const auto& i : id.interfaces) {
+            Json e = {{"name", i.name}};
+            if (!i.mac.empty()) e["mac"] = i.mac;
+            if (!i.address.empty()) e["address"] = i.address;
+            if (!i.gateway.empty()) e["gateway"] = i.gateway;
+            if (!i.dns.empty()) e["dns"] = i.dns;
+            arr.push_back(std::move(e));
+        }
+        j["interfaces"] = std::move(arr);
+    }
+    std::string why;
+    if (!identity_from_json(j, &why)) throw std::invalid_argument(why);
+    return j;
+}
+
+std::optional<Identity> identity_from_json(const Json& j, std::string* error) {
+    Identity id;
+    Fields f(j, "identity", error);
+    f.str("hostname", id.hostname, kMaxHostnameBytes);
+    if (f.ok() && f.find("hostname") && !valid_hostname(id.hostname))
+        f.fail_key("hostname", "must be letters, digits, '-' and '.'");
+    std::string seed;
+    f.str("seed", seed, 2 * kMaxIdentitySeed);
+    if (f.ok() && seed.size() % 2 != 0) f.fail_key("seed", "must be hex bytes");
+    for (std::size_t i = 0; f.ok() && i < seed.size(); i += 2) {
+        if (!hex_digit(seed[i]) || !hex_digit(seed[i + 1])) {
+            f.fail_key("seed", "must be hex bytes");
+            break;
+        }
+        id.seed.push_back(static_cast<std::uint8_t>(std::stoi(seed.substr(i, 2), nullptr, 16)));
+    }
+    if (const Json* arr = f.find("interfaces")) {
+        if (!arr->is_array() || arr->size() > kMaxIdentityInterfaces) {
+            f.fail_key("interfaces", "must be an array of at most " +
+                                         std::to_string(kMaxIdentityInterfaces) + " entries");
+            return std::nullopt;
+        }
+        for (const auto& e : *arr) {
+            InterfaceIdentity i;
+            if (!parse_interface(e, i, error)) return std::nullopt;
+            id.interfaces.push_back(std::move(i));
+        }
+    }
+    if (!f.ok()) return std::nullopt;
+    return id;
 }
 
 Json error_json(std::string_view code, std::string_view message, int errno_value) {

@@ -28,6 +28,7 @@ inline constexpr std::string_view kSpawnFailed = "spawn_failed";
 inline constexpr std::string_view kExecFailed = "exec_failed";
 inline constexpr std::string_view kShuttingDown = "shutting_down";
 inline constexpr std::string_view kProtocol = "protocol";
+inline constexpr std::string_view kIdentityFailed = "identity_failed";
 }  // namespace err
 
 // Parses text as a JSON object within check_json_limits(); nullopt and a reason otherwise.
@@ -47,6 +48,11 @@ std::optional<ExitStatus> exit_from_json(const Json& j, std::string* error);
 
 Json info_to_json(const ProcessInfo& p);
 std::optional<ProcessInfo> info_from_json(const Json& j, std::string* error);
+
+// Client side: throws std::invalid_argument for what the agent would refuse.
+Json identity_to_json(const Identity& id);
+// Agent side: names, MACs, addresses and sizes checked (the request is untrusted).
+std::optional<Identity> identity_from_json(const Json& j, std::string* error);
 
 Json error_json(std::string_view code, std::string_view message, int errno_value = 0);
 

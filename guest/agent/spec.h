@@ -68,6 +68,26 @@ struct ProcessInfo {
     std::optional<ExitStatus> exit{};  // set once it has ended
 };
 
+// A restored VM's new identity (a clone of a snapshot must not share its template's): the
+// agent applies what is set, in this order: interfaces, hostname, RNG seed.
+struct InterfaceIdentity {
+    std::string name;                // e.g. "eth0"
+    std::string mac;                 // "02:00:00:00:00:01"; empty: unchanged
+    std::string address;             // "10.0.0.2/24": replaces the IPv4 address; empty: kept
+    std::string gateway;             // with address: the default route through it
+    std::vector<std::string> dns{};  // with address: /etc/resolv.conf's nameservers
+
+    bool operator==(const InterfaceIdentity&) const = default;
+};
+
+struct Identity {
+    std::string hostname{};            // empty: unchanged
+    std::vector<std::uint8_t> seed{};  // mixed into the guest's RNG, which reseeds
+    std::vector<InterfaceIdentity> interfaces{};
+
+    bool operator==(const Identity&) const = default;
+};
+
 // "RLIMIT_NOFILE" <-> RLIMIT_NOFILE for the limits Linux has.
 std::optional<int> rlimit_from_name(std::string_view name);
 std::string_view rlimit_name(int resource);  // empty if unknown

@@ -24,6 +24,11 @@ expect restore-bad-header 1 "header corrupted" "$vessel" restore "$tmp/badcrc"
 expect restore-unknown-option 2 "unknown option '--bogus'" "$vessel" restore --bogus "$tmp/empty"
 expect restore-uffd-copy 2 "--uffd and --copy-memory exclude each other" "$vessel" restore --uffd --copy-memory "$tmp/empty"
 expect restore-ws-record-ms 2 "--ws-record-ms wants milliseconds" "$vessel" restore --uffd --ws-record-ms 5s "$tmp/empty"
+expect restore-cmd-needs-agent 2 "a command needs --agent" "$vessel" restore "$tmp/empty" -- true
+expect restore-tty-needs-cmd 2 "--tty: no command given" "$vessel" restore --agent -t "$tmp/empty"
+expect restore-bad-hostname 2 "--hostname: identity field \"hostname\"" "$vessel" restore --hostname "a b" "$tmp/empty"
+expect restore-bad-net 2 "--net 'network=': " "$vessel" restore --net network= "$tmp/empty"
+expect restore-bad-cid 2 "--cid: 2 is reserved" "$vessel" restore --cid 2 "$tmp/empty"
 expect create-no-vm 1 "no running VM 'ghost'" "$vessel" snapshot create ghost "$tmp/s1"
 check create-left-nothing test ! -e "$tmp/s1"
 expect create-usage 2 "expected ID DIR" "$vessel" snapshot create onlyone

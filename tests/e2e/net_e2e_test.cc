@@ -9,9 +9,12 @@
 
 #include <cctype>
 #include <chrono>
+#include <condition_variable>
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <mutex>
+#include <set>
 #include <thread>
 
 #include "tests/e2e/e2e_util.h"
@@ -202,6 +205,80 @@ TEST_F(NetE2E, TwoVmsPingAndExchange100MiBOverTcp) {
     ASSERT_EQ(field(c.out, "sent").size(), 32u) << c.out;
     EXPECT_EQ(field(c.out, "sent"), field(server_out, "got")) << server_out;
     // Nothing of the two VMs is left: no taps, no bridge ports.
+    EXPECT_EQ(count_prefix(links(), "vsl-tap"), 0u);
+}
+
+// Issue 7's clones: one snapshot of a VM on a network, waiting with its agent, restored ten
+// times at once with --clone. Each clone must come up with its own lease and MAC (and reach
+// the gateway with them: the bridge learns the new MAC, ARP resolves the new address), its
+// own hostname and RNG output (the agent reseeds the kernel's RNG: without it every clone
+// would print the same /dev/urandom bytes), and all ten must be running at the same time.
+TEST_F(NetE2E, TenClonesOfOneSnapshotRunAtOnceWithTheirOwnIdentity) {
+    constexpr int kClones = 10;
+    create_network("cl", "10.79.0.0/24");
+    TempDir tmp;
+    const std::string dir = tmp / "template", id = "e2e-tmpl-" + suffix_;
+    ProcResult snap;
+    ProcOptions o;
+    o.timeout_s = 600;
+    o.marker = "vessel: agent ready";
+    o.on_marker = [&](pid_t) {
+        snap = run_process({VESSEL_BIN, "snapshot", "create", "--stop", id, dir}, 300);
+    };
+    ProcResult tmpl = run_process({VESSEL_BIN, "boot", "--kernel", e2e_kernel(), "--memory", "128M",
+                                   "--agent", "--id", id, "--net", "network=cl"},
+                                  o);
+    ASSERT_EQ(snap.status, 0) << snap.out << snap.err << tmpl.out << tmpl.err;
+    ASSERT_EQ(tmpl.status, 0) << tmpl.out << tmpl.err;
+
+    const std::string cmd =
+        "echo mac=$(cat /sys/class/net/eth0/address) host=$(hostname) "
+        "ip=$(ip -4 -o addr show dev eth0 | awk '{print $4}') "
+        "rng=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \\n'); "
+        "ping -c 3 -W 5 10.79.0.1 > /dev/null && echo ping=ok; "
+        "trap 'exit 0' TERM; echo up; while :; do sleep 1; done";
+    std::mutex mu;
+    std::condition_variable cv;
+    int up = 0, saw_all_up = 0;
+    std::vector<ProcResult> results(kClones);
+    std::vector<std::thread> threads;
+    for (int c = 0; c < kClones; ++c) {
+        threads.emplace_back([&, c] {
+            ProcOptions co;
+            co.timeout_s = 600;
+            co.marker = "up\n";
+            co.on_marker = [&](pid_t pid) {
+                std::unique_lock l(mu);
+                ++up;
+                cv.notify_all();
+                // This clone is still running: it counts once every clone got this far.
+                if (cv.wait_for(l, std::chrono::seconds(400), [&] { return up == kClones; }))
+                    ++saw_all_up;
+                ::kill(pid, SIGTERM);  // forwarded to the command, whose trap exits 0
+            };
+            results[c] = run_process(
+                {VESSEL_BIN, "restore", "--clone", "--agent", dir, "--", "sh", "-c", cmd}, co);
+        });
+    }
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(saw_all_up, kClones);
+    std::set<std::string> macs, hosts, ips, rngs;
+    for (const ProcResult& r : results) {
+        EXPECT_EQ(r.status, 0) << r.out << r.err;
+        EXPECT_EQ(field(r.out, "ping"), "ok") << r.out << r.err;
+        EXPECT_EQ(field(r.out, "mac").size(), 17u) << r.out;
+        EXPECT_EQ(field(r.out, "rng").size(), 32u) << r.out;
+        EXPECT_EQ(field(r.out, "ip").rfind("10.79.0.", 0), 0u) << r.out;
+        macs.insert(field(r.out, "mac"));
+        hosts.insert(field(r.out, "host"));
+        ips.insert(field(r.out, "ip"));
+        rngs.insert(field(r.out, "rng"));
+    }
+    EXPECT_EQ(macs.size(), static_cast<size_t>(kClones));
+    EXPECT_EQ(hosts.size(), static_cast<size_t>(kClones));
+    EXPECT_EQ(ips.size(), static_cast<size_t>(kClones));
+    EXPECT_EQ(rngs.size(), static_cast<size_t>(kClones));
+    // Every clone's tap and lease went with it.
     EXPECT_EQ(count_prefix(links(), "vsl-tap"), 0u);
 }
 

@@ -2,12 +2,14 @@
 #include <gtest/gtest.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <fstream>
 #include <thread>
 
 #include "agent_test_util.h"
@@ -520,6 +522,88 @@ TEST(AgentCore, HostnameInOwnUtsNamespace) {
     char name[256] = {};
     gethostname(name, sizeof name - 1);
     EXPECT_STRNE(name, "vessel-test-box");
+}
+
+TEST(AgentCore, IdentityRequestsReachTheHookAndErrorsComeBack) {
+    std::vector<Identity> seen;
+    AgentOptions o = test::quiet_options();
+    o.apply_identity = [&seen](const Identity& id, int* err) -> std::string {
+        seen.push_back(id);
+        if (id.hostname == "fail") {
+            *err = EPERM;
+            return "sethostname: Operation not permitted";
+        }
+        return {};
+    };
+    AgentThread a(std::move(o));
+    auto c = a.client();
+    Identity id;
+    id.hostname = "clone-1";
+    id.seed = {1, 2, 3};
+    c->set_identity(id);
+    id.hostname = "fail";
+    try {
+        c->set_identity(id);
+        ADD_FAILURE() << "no error";
+    } catch (const AgentError& e) {
+        EXPECT_EQ(e.code(), "identity_failed");
+        EXPECT_EQ(e.error_number(), EPERM);
+        EXPECT_NE(std::string(e.what()).find("sethostname"), std::string::npos);
+    }
+    ASSERT_EQ(seen.size(), 2u);
+    EXPECT_EQ(seen[0].hostname, "clone-1");
+    EXPECT_EQ(seen[0].seed, (std::vector<std::uint8_t>{1, 2, 3}));
+
+    AgentThread plain;  // no hook: refused, not silently ignored
+    auto p = plain.client();
+    EXPECT_THROW(p->set_identity(Identity{.hostname = "x"}), AgentError);
+}
+
+// The real apply_identity() on a veth in private UTS, network and mount
+// namespaces (root only): what a clone sees after `vessel restore --clone`.
+TEST(AgentCore, ApplyIdentityChangesMacAddressRouteHostnameAndResolvConf) {
+    if (geteuid() != 0) GTEST_SKIP() << "needs root (namespaces, a veth pair)";
+    test::TempPath dir;
+    const std::string resolv = dir.path + "/resolv.conf", out = dir.path + "/out";
+    { std::ofstream(resolv) << "nameserver 192.0.2.99\n"; }
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        if (unshare(CLONE_NEWUTS | CLONE_NEWNET | CLONE_NEWNS) < 0) _exit(3);
+        if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) < 0) _exit(4);
+        if (mount(resolv.c_str(), "/etc/resolv.conf", nullptr, MS_BIND, nullptr) < 0) _exit(5);
+        if (std::system("ip link add d0 type veth peer name d1 && ip link set d1 up && ip link set "
+                        "d0 up && "
+                        "ip addr add 192.0.2.2/24 dev d0 && ip route add default via 192.0.2.1") !=
+            0)
+            _exit(6);
+        Identity id;
+        id.hostname = "clone-42";
+        id.seed.assign(64, 0x5a);
+        id.interfaces = {
+            {"d0", "02:76:73:00:00:2a", "198.51.100.42/24", "198.51.100.1", {"198.51.100.53"}}};
+        int err = 0;
+        const std::string failed = apply_identity(id, &err);
+        if (!failed.empty()) {
+            std::fprintf(stderr, "apply_identity: %s\n", failed.c_str());
+            _exit(7);
+        }
+        const std::string cmd =
+            "{ ip -o link show d0 | sed 's/.*link.ether \\([^ ]*\\).*/\\1/'; hostname; ip -4 -o "
+            "addr show "
+            "d0 | awk '{print $4}'; ip route show default; cat "
+            "/etc/resolv.conf; } > " +
+            out;
+        _exit(std::system(cmd.c_str()) == 0 ? 0 : 8);
+    }
+    int ws;
+    ASSERT_EQ(waitpid(pid, &ws, 0), pid);
+    ASSERT_TRUE(WIFEXITED(ws) && WEXITSTATUS(ws) == 0) << ws;
+    std::ifstream in(out);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    EXPECT_EQ(text,
+              "02:76:73:00:00:2a\nclone-42\n198.51.100.42/24\n"
+              "default via 198.51.100.1 dev d0 \nnameserver 198.51.100.53\n");
 }
 
 }  // namespace

@@ -170,3 +170,81 @@ TEST(AgentMessages, RlimitNames) {
 
 }  // namespace
 }  // namespace vessel::agent
+
+namespace vessel::agent {
+namespace {
+
+Identity full_identity() {
+    Identity id;
+    id.hostname = "clone-7.example";
+    id.seed = {0x00, 0x9f, 0xff, 0x10};
+    id.interfaces = {{"eth0", "02:76:73:4c:00:07", "10.89.0.7/24", "10.89.0.1", {"10.89.0.1"}},
+                     {"eth1", "", "", "", {}}};
+    return id;
+}
+
+TEST(AgentMessages, IdentityRoundTrips) {
+    const Identity id = full_identity();
+    const Json j = identity_to_json(id);
+    EXPECT_EQ(j.at("seed"), "009fff10");
+    std::string why;
+    const auto back = identity_from_json(j, &why);
+    ASSERT_TRUE(back) << why;
+    EXPECT_EQ(*back, id);
+    EXPECT_EQ(identity_from_json(Json::object(), &why), Identity{});
+}
+
+TEST(AgentMessages, IdentityValidation) {
+    struct Case {
+        Json j;
+        const char* expect;
+    };
+    const Case cases[] = {
+        {{{"hostname", "bad host"}}, "hostname"},
+        {{{"hostname", "-x"}}, "hostname"},
+        {{{"hostname", std::string(65, 'a')}}, "hostname"},
+        {{{"seed", "abc"}}, "seed"},
+        {{{"seed", "zz"}}, "seed"},
+        {{{"seed", std::string(2 * kMaxIdentitySeed + 2, 'a')}}, "seed"},
+        {{{"interfaces", "eth0"}}, "interfaces"},
+        {{{"interfaces", Json::array({Json::object()})}}, "name"},
+        {{{"interfaces", {{{"name", "../x"}}}}}, "name"},
+        {{{"interfaces", {{{"name", "averyveryverylongname"}}}}}, "name"},
+        {{{"interfaces", {{{"name", "eth0"}, {"mac", "01:00:00:00:00:01"}}}}}, "mac"},
+        {{{"interfaces", {{{"name", "eth0"}, {"mac", "02:00:00:00:00"}}}}}, "mac"},
+        {{{"interfaces", {{{"name", "eth0"}, {"address", "10.0.0.300/24"}}}}}, "address"},
+        {{{"interfaces", {{{"name", "eth0"}, {"address", "10.0.0.3/33"}}}}}, "address"},
+        {{{"interfaces", {{{"name", "eth0"}, {"address", "10.0.0.3"}}}}}, "address"},
+        {{{"interfaces", {{{"name", "eth0"}, {"gateway", "10.0.0.1"}}}}}, "need an address"},
+        {{{"interfaces", {{{"name", "eth0"}, {"address", "10.0.0.3/24"}, {"dns", {"x"}}}}}}, "dns"},
+        {{{"interfaces", Json::array({{{"name", "e"}},
+                                      {{"name", "e"}},
+                                      {{"name", "e"}},
+                                      {{"name", "e"}},
+                                      {{"name", "e"}},
+                                      {{"name", "e"}},
+                                      {{"name", "e"}},
+                                      {{"name", "e"}},
+                                      {{"name", "e"}},
+                                      {{"name", "e"}},
+                                      {{"name", "e"}},
+                                      {{"name", "e"}},
+                                      {{"name", "e"}},
+                                      {{"name", "e"}},
+                                      {{"name", "e"}},
+                                      {{"name", "e"}},
+                                      {{"name", "e"}}})}},
+         "interfaces"},
+    };
+    for (const auto& c : cases) {
+        std::string why;
+        EXPECT_FALSE(identity_from_json(c.j, &why)) << c.j.dump();
+        EXPECT_NE(why.find(c.expect), std::string::npos) << c.j.dump() << ": " << why;
+    }
+    Identity bad;
+    bad.hostname = "no spaces";
+    EXPECT_THROW(identity_to_json(bad), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace vessel::agent

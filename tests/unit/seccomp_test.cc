@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <linux/falloc.h>
+#include <linux/fs.h>
 #include <linux/kvm.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
@@ -243,7 +244,16 @@ std::vector<RoleCase> cases() {
              int fd = ::open(a.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
              bool file = fd >= 0 && ::ftruncate(fd, 8192) == 0 && ::pwrite(fd, "x", 1, 4096) == 1 &&
                          ::fsync(fd) == 0;
-             if (fd >= 0) ::close(fd);
+             // --disks: a disk copied in, by reflink (refused by most file systems, but not
+             // by the filter) or copy_file_range.
+             int copy = ::open((dir + "/c").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+             int src = ::open(a.c_str(), O_RDONLY | O_CLOEXEC);
+             (void)::ioctl(copy, FICLONE, src);
+             loff_t off_in = 4096, off_out = 4096;
+             file = file && ::copy_file_range(src, &off_in, copy, &off_out, 1, 0) == 1;
+             for (int x : {fd, copy, src})
+                 if (x >= 0) ::close(x);
+             ::unlink((dir + "/c").c_str());
              file = file && ::rename(a.c_str(), b.c_str()) == 0 && ::unlink(b.c_str()) == 0;
              ::rmdir(dir.c_str());
              // KVM_GET_REGS on an eventfd: ENOTTY from the kernel, i.e. the filter allowed it.

@@ -407,10 +407,24 @@ bool NetDevice::reap() {
     return true;
 }
 
+void NetDevice::hold(bool on) {
+    {
+        std::lock_guard l(io_mu_);
+        held_ = on;
+    }
+    if (!on) poke(rx_kick_.get());  // frames that arrived meanwhile wait for a wake-up
+}
+
 void NetDevice::work(bool kicked) {
+    std::lock_guard hold_lock(io_mu_);
+    const bool held = held_;
     for (int round = 0; round < kMaxRounds; ++round) {
         bool progress = reap();
         if (broken_) return;  // keep reaping (so the completion fd goes quiet), nothing else
+        if (held) {
+            engine_->commit();
+            break;
+        }
         progress |= deliver_rx();
         progress |= process_tx();
         post_reads(kicked && round == 0);

@@ -118,6 +118,8 @@ class NetDevice final : public Device {
     State state() const;
     // Only while not active.
     void restore(const State& s);
+    // Received frames wait in host buffers and TX chains stay in the ring while held.
+    void hold(bool on) override;
 
   private:
     enum class SlotState : uint8_t { Idle, Reading, Full };
@@ -163,6 +165,9 @@ class NetDevice final : public Device {
     bool link_up_ = true;                              // cfg_mu_
     Interrupt* cfg_irq_ = nullptr;                     // cfg_mu_; set while active
     std::atomic<bool> link_{true};                     // for the I/O thread
+    // The I/O thread holds io_mu_ for each round of work(), so hold(true) waits it out.
+    std::mutex io_mu_;
+    std::atomic<bool> held_{false};
 
     Counters counters_;
 

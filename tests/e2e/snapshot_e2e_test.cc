@@ -374,6 +374,10 @@ TEST_F(SnapshotE2E, BasePlusDiffEqualsAFullSnapshotOfTheSameMoment) {
     std::vector<int> all = ticks(b.out + r1.out + r.out);
     ASSERT_EQ(all.size(), 40u) << b.out << "\n---\n" << r1.out << "\n---\n" << r.out;
     for (size_t i = 0; i < all.size(); ++i) EXPECT_EQ(all[i], static_cast<int>(i) + 1);
+    // The same chain through a userfaultfd: each page from the newest diff holding it.
+    ProcResult u = restore(diff2, {"--uffd", "--ws-record-ms", "0"});
+    EXPECT_EQ(u.status, 7) << u.err;
+    EXPECT_EQ(ticks(u.out), ticks(r.out)) << u.out << u.err;
 
     // A diff whose parent is gone is refused before anything runs.
     std::filesystem::remove_all(base);

@@ -16,6 +16,14 @@ file's size; restore = from spawning `qemu -incoming "exec:cat FILE"` to query-s
 
 Usage (PVM host): tests/harness/l1run --mem 8192 -- benchmarks/snapshot_bench.py \
                       --vessel build/vessel --sizes 128,1024,4096 --runs 5
+
+--uffd (vessel only): one snapshot restored three ways, lazily (MAP_PRIVATE), with
+`restore --uffd` recording its working set, and with `restore --uffd` prefetching it; each
+timed to the first instruction and until the guest has read a file of its initramfs.
+--drop-caches makes each of those restores read the snapshot from its file system: in the
+harness, share a host directory read-write (9p) and write the snapshots there:
+    tests/harness/l1run --rw /var/tmp/sb -- benchmarks/snapshot_bench.py --uffd \
+        --drop-caches --work-dir /var/tmp/sb ...
 """
 import argparse, json, os, shutil, socket, statistics, subprocess, sys, tempfile, time
 
@@ -173,6 +181,77 @@ def vessel_diff_round(a, work, mem, i):
     shutil.rmtree(diff)
     return out
 
+# The --uffd round's guest: after each sleep it reads its busybox binary (a file of the
+# initramfs, so guest RAM the restore must bring back) and says so.
+UFFD_GUEST = 'echo ready; while :; do sleep 0.3; md5sum /bin/busybox >/dev/null; echo tick; done'
+UFFD_MODES = (('lazy', []), ('uffd-record', ['--uffd']), ('uffd-prefetch', ['--uffd']))
+
+def restore_to_tick(a, work, d, tag, flags):
+    """Spawns `vessel restore --timing FLAGS d`; returns wall ms to its first-instruction line,
+    the VMM's own figure there, wall ms until the restored guest prints `tick` (it read its
+    busybox after the restore), and the uffd prefetch line's pages and ms (0 without)."""
+    errf, con = os.path.join(work, f'{tag}.err'), os.path.join(work, f'{tag}.console')
+    with open(errf, 'wb') as ef:
+        t = now()
+        p = subprocess.Popen([a.vessel, 'restore', '--timing', '--console-log', con, *flags, d],
+                             stdout=subprocess.DEVNULL, stderr=ef)
+        ok = wait_for(errf, 'to first guest instruction', timeout=120, proc=p)
+        first_ms = (now() - t) * 1e3
+        ok = ok and wait_for(con, 'tick', timeout=120, proc=p)
+        tick_ms = (now() - t) * 1e3
+        # SIGTERM stops the VM; a recording restore writes its working set as it stops.
+        p.terminate()
+        p.wait(timeout=120)
+    err = open(errf).read()
+    if not ok:
+        raise SystemExit(f'vessel restore {flags} failed: ' + err)
+    vmm_ms = float(err.split('to first guest instruction ')[1].split(' ms')[0])
+    pages, runs, read_ms, install_ms = 0, 0, 0.0, 0.0
+    if 'pages prefetched' in err:
+        # "working set read R ms, prefetch I ms (N runs), P pages prefetched"
+        line = err.split('restore uffd: working set read ')[1].split('\n')[0]
+        read_ms = float(line.split(' ms')[0])
+        install_ms = float(line.split('prefetch ')[1].split(' ms')[0])
+        runs = int(line.split('(')[1].split(' runs')[0])
+        pages = int(line.split(', ')[-1].split(' pages')[0])
+    return dict(first_ms=first_ms, vmm_ms=vmm_ms, tick_ms=tick_ms, pages=pages, runs=runs,
+                read_ms=read_ms, install_ms=install_ms)
+
+def vessel_uffd_round(a, work, mem, i):
+    """One snapshot (taken after the guest's first tick), restored three ways in a row:
+    MAP_PRIVATE (lazy, page cache), --uffd with no working set (records memory.ws as it is
+    stopped), --uffd again (installs that working set before the vCPUs start)."""
+    d = os.path.join(work, f'u{mem}-{i}')
+    vid = f'benchu-{os.getpid()}-{mem}-{i}'
+    con = os.path.join(work, f'u{mem}-{i}.console')
+    boot = subprocess.Popen([a.vessel, 'boot', '--kernel', a.kernel, '--memory', str(mem),
+                             '--id', vid, '--console-log', con, '--', 'sh', '-c', UFFD_GUEST],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if not wait_for(con, 'tick', proc=boot):
+        boot.kill()
+        raise SystemExit('vessel guest did not get ready: ' + boot.stderr.read().decode())
+    r = subprocess.run([a.vessel, 'snapshot', 'create', '--stop', vid, d],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit('snapshot create failed: ' + r.stderr)
+    boot.wait(timeout=60)
+    out = {}
+    for name, flags in UFFD_MODES:
+        if a.drop_caches:
+            # Cold: the memory file (and memory.ws) come from the file system, not the page
+            # cache, as when a snapshot is restored long after it was made.
+            subprocess.run(['sync'], check=True)
+            with open('/proc/sys/vm/drop_caches', 'w') as f:
+                f.write('3\n')
+        out[name] = restore_to_tick(a, work, d, f'u{mem}-{i}-{name}', flags)
+        if name == 'uffd-record':
+            ws = os.path.join(d, 'memory.ws')
+            if not os.path.exists(ws):
+                raise SystemExit('the recording restore left no working set')
+            out['ws_size'] = os.path.getsize(ws)
+    shutil.rmtree(d)
+    return out
+
 def med(rs, k):
     return statistics.median(r[k] for r in rs)
 
@@ -187,14 +266,44 @@ def main():
     ap.add_argument('--no-qemu', action='store_true')
     ap.add_argument('--diff', action='store_true',
                     help='vessel only: full then diff snapshot of a --track-dirty VM')
+    ap.add_argument('--uffd', action='store_true',
+                    help='vessel only: restore lazily (MAP_PRIVATE), with --uffd recording the '
+                         'working set, and with --uffd prefetching it')
+    ap.add_argument('--drop-caches', action='store_true',
+                    help='--uffd: drop the page cache before each restore (needs a --work-dir '
+                         'on a file system whose pages can be dropped: not tmpfs)')
+    ap.add_argument('--work-dir', default='/var/tmp',
+                    help='where snapshots are written (default /var/tmp)')
     a = ap.parse_args()
-    work = tempfile.mkdtemp(prefix='vessel-snapbench-', dir='/var/tmp')
+    work = tempfile.mkdtemp(prefix='vessel-snapbench-', dir=a.work_dir)
     try:
         a.initrd = os.path.join(work, 'guest.cpio')
         subprocess.run([a.vessel, 'boot', '--kernel', a.kernel, '--write-initrd', a.initrd, '--',
                         'sh', '-c', 'echo ready; while :; do sleep 1; done'], check=True)
         a.cmdline = subprocess.run([a.vessel, 'boot', '--kernel', a.kernel, '--print-cmdline'],
                                    check=True, capture_output=True, text=True).stdout.strip()
+        if a.uffd:
+            print('| guest RAM | restore | wall to first instruction | VMM to first instruction | '
+                  'wall until the guest read its busybox | prefetch: pages, ioctls, read + install |')
+            print('|---|---|---|---|---|---|')
+            for mem in [int(s) for s in a.sizes.split(',')]:
+                us = []
+                for i in range(a.runs):
+                    us.append(vessel_uffd_round(a, work, mem, i))
+                    print(f'# {mem} MiB run {i}: {us[-1]}', file=sys.stderr, flush=True)
+                m = lambda name, k: statistics.median(u[name][k] for u in us)
+                for name, _ in UFFD_MODES:
+                    pre = (f'{m(name, "pages"):.0f}, {m(name, "runs"):.0f}, '
+                           f'{m(name, "read_ms"):.1f} + {m(name, "install_ms"):.1f} ms'
+                           if name == 'uffd-prefetch' else '-')
+                    print(f'| {mem} MiB | {name} | {m(name, "first_ms"):.1f} ms | '
+                          f'{m(name, "vmm_ms"):.1f} ms | {m(name, "tick_ms"):.1f} ms | {pre} |')
+                lazy = m('lazy', 'tick_ms')
+                print(f'| {mem} MiB | ratios to lazy (guest read) | | | record '
+                      f'{m("uffd-record", "tick_ms")/lazy:.2f}x, prefetch '
+                      f'{m("uffd-prefetch", "tick_ms")/lazy:.2f}x | working set '
+                      f'{statistics.median(u["ws_size"] for u in us)/2**20:.1f} MiB |', flush=True)
+            return
         if a.diff:
             print('| guest RAM | full: create / size | diff 1 s later: create / size | '
                   'restore of the diff: wall / VMM (median) |')

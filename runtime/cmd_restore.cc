@@ -30,6 +30,7 @@
 #include "snapshot/disk_copy.h"
 #include "snapshot/snapshot.h"
 #include "snapshot/vm_snapshot.h"
+#include "snapshot/working_set.h"
 #include "virtio/attach.h"
 #include "virtio/block/device.h"
 #include "virtio/net/device.h"
@@ -76,6 +77,11 @@ const char kRestoreHelp[] =
     "  --copy-memory      read guest memory into the VMM up front instead of mapping the\n"
     "                     snapshot's file copy-on-write (slower to start, grows with the\n"
     "                     snapshot's data; the file may then change while the VM runs)\n"
+    "  --uffd             guest memory behind a userfaultfd: pages are read from the file on\n"
+    "                     first touch; the first --uffd restore records the pages it touches\n"
+    "                     in DIR/memory.ws, later ones install those up front (prefetch)\n"
+    "  --ws-record-ms MS  how long the first --uffd restore records (default 5000; it stops\n"
+    "                     earlier if the VM does; 0: do not record)\n"
     "  --track-dirty      track written pages, for `vessel snapshot create --diff`\n"
     "  --verbose          say what was attached on stderr\n"
     "  --no-seccomp       debugging only: no seccomp filters on the VMM's threads\n"
@@ -240,7 +246,8 @@ int cmd_restore(Args args) {
     const auto t_start = Clock::now();
     std::string dir_arg, id_socket, console_log, hostname, cwd;
     bool no_seccomp = false, timing = false, copy_memory = false, track_dirty = false;
-    bool use_agent = false, tty = false, revert_disks = false;
+    bool use_agent = false, tty = false, revert_disks = false, uffd = false;
+    long record_ms = 5000;
     Plan plan;
     std::vector<std::string> env, argv;
     size_t i = 0;
@@ -267,6 +274,14 @@ int cmd_restore(Args args) {
             no_seccomp = true;
         } else if (a == "--copy-memory") {
             copy_memory = true;
+        } else if (a == "--uffd") {
+            uffd = true;
+        } else if (a == "--ws-record-ms") {
+            const std::string v = value(a);
+            char* end = nullptr;
+            record_ms = std::strtol(v.c_str(), &end, 10);
+            if (v.empty() || *end || record_ms < 0 || record_ms > 3600 * 1000)
+                usage_error("restore: --ws-record-ms wants milliseconds (0 to 3600000)");
         } else if (a == "--track-dirty") {
             track_dirty = true;
         } else if (a == "--timing") {
@@ -308,6 +323,7 @@ int cmd_restore(Args args) {
         }
     }
     if (dir_arg.empty()) usage_error("restore: no snapshot directory given");
+    if (uffd && copy_memory) usage_error("restore: --uffd and --copy-memory exclude each other");
     if (!argv.empty() && !use_agent) usage_error("restore: a command needs --agent");
     if (tty && argv.empty()) usage_error("--tty: no command given");
     if (!env.empty() && argv.empty()) usage_error("--env: no command given");
@@ -463,8 +479,52 @@ int cmd_restore(Args args) {
 
     // 3. The machine: memory mapped from the file, devices in their slots, device state.
     t = Clock::now();
-    vmm::Machine m(std::move(cfg), vmm::RestoreSource{snap.machine, chain.memory_path, copy_memory,
-                                                      std::move(chain.overlays)});
+    vmm::RestoreSource src{snap.machine, chain.memory_path, copy_memory, std::move(chain.overlays)};
+    double ws_read_ms = 0;
+    if (uffd) {
+        src.uffd = true;
+        // The working set of this directory's snapshot (a diff's pages resolved through its
+        // chain): installed up front when there is a usable one, recorded when there is not.
+        const std::string ws_path = dir + "/" + snapshot::kWorkingSetFile;
+        const uint64_t files_id = snapshot::memory_identity(src.memory_path, src.overlays);
+        const auto t_ws = Clock::now();
+        std::string why;
+        std::optional<vmm::Prefetch> ws =
+            snapshot::read_working_set(ws_path, snap.machine.memory_size, files_id, why);
+        ws_read_ms = ms_since(t_ws);
+        if (!why.empty())  // an optimisation only: the restore goes on without it
+            std::fprintf(stderr, "vessel: restore: ignoring working set %s: %s\n", ws_path.c_str(),
+                         why.c_str());
+        if (ws) {
+            src.prefetch = std::move(*ws);
+        } else if (record_ms > 0) {
+            src.record_for = std::chrono::milliseconds(record_ms);
+            src.on_recorded = [ws_path, files_id, timing](const vmm::GuestMemory& mem,
+                                                          std::vector<uint64_t> pages) {
+                try {
+                    const auto t_w = Clock::now();
+                    uint64_t n = snapshot::write_working_set(ws_path, mem, pages, files_id);
+                    if (timing)
+                        std::fprintf(stderr,
+                                     "vessel: restore uffd: recorded a working set of %llu pages "
+                                     "in %s (%.3f ms)\n",
+                                     static_cast<unsigned long long>(n), ws_path.c_str(),
+                                     ms_since(t_w));
+                } catch (const std::system_error& e) {
+                    const int err = e.code().value();
+                    if (err == EROFS || err == EACCES || err == EPERM)
+                        std::fprintf(stderr,
+                                     "vessel: restore: snapshot directory is read-only, working "
+                                     "set not recorded (%s)\n",
+                                     e.what());
+                    else
+                        std::fprintf(stderr, "vessel: restore: working set not recorded: %s\n",
+                                     e.what());
+                }
+            };
+        }
+    }
+    vmm::Machine m(std::move(cfg), std::move(src));
     std::vector<std::shared_ptr<virtio::MmioTransport>> transports;
     std::vector<snapshot::AttachedDevice> attached;
     for (size_t d = 0; d < made.devices.size(); ++d) {
@@ -505,6 +565,15 @@ int cmd_restore(Args args) {
                          "vessel: restore timing: load %.3f ms, devices %.3f ms, machine %.3f "
                          "ms, apply %.3f ms, to first guest instruction %.3f ms\n",
                          load_ms, devices_ms, machine_ms, ms_since(t_run), ms_since(t_start));
+        if (timing && uffd) {
+            const vmm::UffdStats us = m.memory().uffd_stats();
+            std::fprintf(stderr,
+                         "vessel: restore uffd: working set read %.3f ms, prefetch %.3f ms "
+                         "(%llu runs), %llu pages prefetched\n",
+                         ws_read_ms, static_cast<double>(us.prefetch_ns) / 1e6,
+                         static_cast<unsigned long long>(us.prefetch_runs),
+                         static_cast<unsigned long long>(us.prefetched_pages));
+        }
     });
 
     // The agent: the clone's identity first, then the command (or only "agent ready").
@@ -528,6 +597,12 @@ int cmd_restore(Args args) {
 
     vmm::RunResult r = m.run();
     control.reset();
+    if (timing && uffd) {
+        const vmm::UffdStats us = m.memory().uffd_stats();
+        std::fprintf(stderr, "vessel: restore uffd: %llu pages filled on faults (%llu holes)\n",
+                     static_cast<unsigned long long>(us.faults),
+                     static_cast<unsigned long long>(us.zero_faults));
+    }
     if (agent_session && !agent_session->finish()) {
         raw.reset();
         std::fflush(nullptr);

@@ -16,6 +16,7 @@
 #include "runtime/container/container.h"
 #include "snapshot/control.h"
 #include "snapshot/snapshot.h"
+#include "snapshot/working_set.h"
 
 namespace vessel::cli {
 namespace {
@@ -210,6 +211,7 @@ int rm(Args args) {
             // A damaged snapshot is still removable: its memory file has the default name.
         }
         ::unlink(mem.c_str());
+        extra.push_back(dir + "/" + snapshot::kWorkingSetFile);  // restore --uffd's
         for (const auto& f : extra) ::unlink(f.c_str());
         ::unlink(state.c_str());
         if (::rmdir(dir.c_str()) != 0) {

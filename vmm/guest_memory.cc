@@ -82,6 +82,46 @@ GuestMemory GuestMemory::map_file(const std::string& path, uint64_t size) {
     return m;
 }
 
+GuestMemory GuestMemory::restore_uffd(const std::string& path, uint64_t size,
+                                      std::vector<MemoryLayer> overlays, const Prefetch* prefetch,
+                                      bool record) {
+    GuestMemory m;
+    m.size_ = size;
+    // fd_ is the full snapshot's file, as for map_file: data_ranges() finds what a save must
+    // write there and in the pages the guest touched.
+    m.private_file_ = true;
+    m.fd_ = UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!m.fd_) throw_errno("opening memory file " + path);
+    struct stat st {};
+    if (::fstat(m.fd_.get(), &st) < 0) throw_errno("stat of memory file " + path);
+    if (!S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) != size)
+        throw std::system_error(EINVAL, std::generic_category(),
+                                "memory file " + path + " is " + std::to_string(st.st_size) +
+                                    " bytes, the snapshot says " + std::to_string(size));
+    for (const auto& o : overlays) {
+        struct stat ost {};
+        if (::stat(o.path.c_str(), &ost) < 0) throw_errno("stat of diff memory file " + o.path);
+        if (static_cast<uint64_t>(ost.st_size) != size)
+            throw std::system_error(EINVAL, std::generic_category(),
+                                    "diff memory file " + o.path + " is " +
+                                        std::to_string(ost.st_size) + " bytes, the snapshot says " +
+                                        std::to_string(size));
+    }
+    // Anonymous and private: userfaultfd's MISSING mode sees every first touch, the guest's
+    // (KVM's get_user_pages faults included) and the VMM's.
+    m.map_ = Mapping::map(size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                          -1, 0, "mapping guest memory");
+    ::madvise(m.map_.get(), size, MADV_DONTDUMP);
+    ::madvise(m.map_.get(), size, MADV_DONTFORK);
+    m.regions_ = layout(size);
+    for (auto& reg : m.regions_) reg.host = m.map_.as<uint8_t>() + reg.file_offset;
+    m.pager_ =
+        std::make_unique<UffdPager>(m.map_.as<uint8_t>(), size, path, std::move(overlays), record);
+    if (prefetch) m.pager_->prefetch(*prefetch);
+    m.pager_->start();
+    return m;
+}
+
 GuestMemory GuestMemory::load_file(const std::string& path, uint64_t size) {
     UniqueFd in(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!in) throw_errno("opening memory file " + path);
@@ -136,8 +176,14 @@ std::vector<std::pair<uint64_t, uint64_t>> GuestMemory::data_ranges() const {
             }
         }
     }
+    if (pager_) {
+        // The snapshot's pages not touched yet (reading them fills them): the full file's
+        // data and every diff's pages.
+        auto src = pager_->source_ranges();
+        out.insert(out.end(), src.begin(), src.end());
+    }
     off_t pos = 0;
-    const off_t end = static_cast<off_t>(size_);
+    const off_t end = static_cast<off_t>(pager_ ? 0 : size_);
     while (pos < end) {
         off_t d = ::lseek(fd_.get(), pos, SEEK_DATA);
         if (d < 0) {

@@ -5,12 +5,14 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "fd.h"
+#include "uffd.h"
 
 namespace vessel::vmm {
 
@@ -35,6 +37,14 @@ class GuestMemory {
     // read of the file's data, and guest memory never shares pages with it (so the file may
     // change or go away while the VM runs).
     static GuestMemory load_file(const std::string& path, uint64_t size);
+    // The same file behind a userfaultfd (vmm/uffd.h): anonymous private memory whose pages
+    // a handler thread (seccomp role uffd) fills on first touch from `path`, or from the
+    // newest of `overlays` (diff snapshots, oldest first) holding the page. `prefetch`, if
+    // given, is installed before this returns. `record`: the pages filled on faults are kept
+    // in order for take_recorded(). Throws std::system_error (no userfaultfd, bad file).
+    static GuestMemory restore_uffd(const std::string& path, uint64_t size,
+                                    std::vector<MemoryLayer> overlays = {},
+                                    const Prefetch* prefetch = nullptr, bool record = false);
 
     // Writes guest RAM to `path` (created or truncated) as a sparse file of size() bytes:
     // file offset = the region's file_offset. Holes and all-zero pages are not written.
@@ -99,6 +109,23 @@ class GuestMemory {
     // zero pages included: the diff's bitmap says which pages it holds. Returns bytes written.
     uint64_t save_pages(const std::string& path, std::span<const uint64_t> bitmap) const;
 
+    // restore_uffd() memory only (else: nothing, zeros, false).
+    bool uffd() const { return pager_ != nullptr; }
+    UffdStats uffd_stats() const { return pager_ ? pager_->stats() : UffdStats{}; }
+    // The pages filled on faults, first touch first; recording stops here.
+    std::vector<uint64_t> take_recorded() {
+        if (!pager_) return {};
+        return pager_->take_recorded();
+    }
+    // The snapshot's own bytes of page `page` (not the guest's since): for a working set.
+    bool read_source_page(uint64_t page, uint8_t* out) const {
+        return pager_ && pager_->read_source_page(page, out);
+    }
+    // Called once if a page cannot be read from the snapshot (the VM must stop).
+    void on_fault_error(std::function<void(const std::string&)> fn) {
+        if (pager_) pager_->set_error_handler(std::move(fn));
+    }
+
     // Highest guest-physical address + 1 of RAM below the MMIO gap.
     uint64_t low_ram_end() const { return regions_.front().gpa + regions_.front().size; }
 
@@ -114,6 +141,8 @@ class GuestMemory {
     void mark_dirty_slow(uint64_t gpa, uint64_t len) const;
     std::unique_ptr<std::atomic<uint64_t>[]> dirty_;
     uint64_t dirty_words_ = 0;
+    // After map_: stopped (its thread joined) before the memory is unmapped.
+    std::unique_ptr<UffdPager> pager_;
 };
 
 }  // namespace vessel::vmm

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <thread>
+#include <utility>
 
 #include "boot.h"
 #include "control_devices.h"
@@ -69,6 +70,22 @@ MachineConfig restore_config(MachineConfig cfg, const MachineState& st) {
     return cfg;
 }
 
+GuestMemory restore_memory(const MachineConfig& cfg, RestoreSource& from) {
+    const uint64_t size = from.state.memory_size;
+    if (from.uffd) {
+        // The handler thread enters its seccomp role as it starts, here: the filters must be
+        // compiled first (init() does it again, harmlessly).
+        if (cfg.seccomp) seccomp::enable();
+        GuestMemory m = GuestMemory::restore_uffd(
+            from.memory_path, size, std::move(from.overlays),
+            from.prefetch.pages.empty() ? nullptr : &from.prefetch, bool(from.on_recorded));
+        from.prefetch = {};  // installed: the copy is dead weight
+        return m;
+    }
+    return from.copy_memory ? GuestMemory::load_file(from.memory_path, size)
+                            : GuestMemory::map_file(from.memory_path, size);
+}
+
 }  // namespace
 
 void validate(const MachineConfig& cfg) {
@@ -101,11 +118,16 @@ Machine::Machine(MachineConfig cfg, RestoreSource from)
     : cfg_(restore_config(std::move(cfg), from.state)),
       kvm_(cfg_.kvm_path),
       vm_(kvm_),
-      mem_(from.copy_memory ? GuestMemory::load_file(from.memory_path, from.state.memory_size)
-                            : GuestMemory::map_file(from.memory_path, from.state.memory_size)),
+      mem_(restore_memory(cfg_, from)),
       restore_(std::make_unique<RestoreSource>(std::move(from))) {
-    for (const auto& o : restore_->overlays) mem_.overlay(o.path, o.bitmap);
+    if (!restore_->uffd)
+        for (const auto& o : restore_->overlays) mem_.overlay(o.path, o.bitmap);
+    on_recorded_ = std::move(restore_->on_recorded);
+    record_for_ = restore_->record_for;
     init();
+    mem_.on_fault_error([this](const std::string& what) {
+        request_stop({RunResult::Reason::Error, 0, what});
+    });
 }
 
 void Machine::init() {
@@ -137,6 +159,8 @@ void Machine::init() {
 
 Machine::~Machine() {
     io_loop_.stop();
+    // The handler thread outlives the members declared after mem_ (stop_fd_ among them).
+    mem_.on_fault_error(nullptr);
 }
 
 MmioSlot Machine::add_virtio_mmio_device(std::shared_ptr<BusDevice> dev) {
@@ -362,6 +386,16 @@ RunResult Machine::run() {
     return run_vcpus();
 }
 
+void Machine::finish_recording() {
+    auto fn = std::exchange(on_recorded_, nullptr);
+    // A working set is an optimisation: failing to keep one must not stop the VM.
+    try {
+        fn(mem_, mem_.take_recorded());
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "vessel: working set not kept: %s\n", e.what());
+    }
+}
+
 void Machine::boot() {
     KernelImage k = load_kernel(mem_, cfg_.kernel);
     if (!write_long_mode_tables(mem_)) throw BootError("guest memory too small for page tables");
@@ -406,8 +440,19 @@ RunResult Machine::run_vcpus() {
     }
 
     pollfd fds[3] = {{stop_fd_.get(), POLLIN, 0}, {sfd.get(), POLLIN, 0}, {spawns.fd(), POLLIN, 0}};
+    const auto started = std::chrono::steady_clock::now();
     while (!stopping_.load()) {
-        int n = ::poll(fds, 3, -1);
+        int timeout = -1;
+        if (on_recorded_) {
+            const auto left = record_for_ - std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                std::chrono::steady_clock::now() - started);
+            if (left.count() <= 0) {
+                finish_recording();
+                continue;
+            }
+            timeout = static_cast<int>(std::min<int64_t>(left.count(), INT32_MAX));
+        }
+        int n = ::poll(fds, 3, timeout);
         if (n < 0 && errno != EINTR) break;
         if (fds[2].revents & POLLIN) spawns.serve();
         if (fds[1].revents & POLLIN) {
@@ -427,6 +472,7 @@ RunResult Machine::run_vcpus() {
     }
     for (auto& t : threads) t.join();
     io_loop_.stop();
+    if (on_recorded_) finish_recording();  // the VM stopped before the recording time was up
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
     return result_;
 }

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -70,12 +71,19 @@ struct RestoreSource {
     std::string memory_path;   // sparse file of state.memory_size bytes, mapped MAP_PRIVATE
     bool copy_memory = false;  // read it into a memfd instead (GuestMemory::load_file)
     // Diff snapshots on top of memory_path, oldest first: each file's pages set in its bitmap
-    // are copied over guest RAM (GuestMemory::overlay).
-    struct Overlay {
-        std::string path;
-        std::vector<uint64_t> bitmap;
-    };
+    // are copied over guest RAM (GuestMemory::overlay), or served from it with uffd.
+    using Overlay = MemoryLayer;
     std::vector<Overlay> overlays = {};
+    // Guest RAM behind a userfaultfd instead (GuestMemory::restore_uffd): pages are filled
+    // on first touch by a handler thread; `prefetch` (a recorded working set) is installed
+    // before any vCPU runs, then freed.
+    bool uffd = false;
+    Prefetch prefetch = {};
+    // uffd: records the pages filled on faults, in order, and hands them to `on_recorded`
+    // once, on the thread that called run(), `record_for` after the vCPUs started or when
+    // they stopped, whichever comes first (the VM goes on running meanwhile).
+    std::function<void(const GuestMemory&, std::vector<uint64_t>)> on_recorded = {};
+    std::chrono::milliseconds record_for = std::chrono::milliseconds(5000);
 };
 
 struct RunResult {
@@ -154,6 +162,7 @@ class Machine {
     bool fully_paused() const { return pause_requested_ && parked_ == vcpus_.size(); }
     bool handle_exit(Vcpu& v);
     void request_stop(RunResult r);
+    void finish_recording();
 
     MachineConfig cfg_;
     Kvm kvm_;
@@ -174,6 +183,9 @@ class Machine {
     std::unique_ptr<RestoreSource> restore_;  // consumed by run()
     uint64_t restore_apply_ns_ = 0;
     std::function<void()> after_restore_;
+    // restore --uffd's working-set recording (RestoreSource::on_recorded), until handed over.
+    std::function<void(const GuestMemory&, std::vector<uint64_t>)> on_recorded_;
+    std::chrono::milliseconds record_for_{0};
     std::vector<uint32_t> msr_list_;  // MSRs to save, found at the first capture
 
     // Pause handshake between pause()/resume() and the vCPU threads.

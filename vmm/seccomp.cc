@@ -187,6 +187,8 @@ const char* role_name(Role r) {
             return "agent-control";
         case Role::Control:
             return "control";
+        case Role::Uffd:
+            return "uffd";
     }
     return "?";
 }

@@ -31,11 +31,13 @@ enum class Role {
     VsockIo,       // the virtio-vsock I/O thread (Unix sockets)
     AgentControl,  // the thread that talks to the guest agent over vsock with vessel's stdio
     Control,       // the API socket's thread: pause, resume, stop, snapshot to a directory
+    Uffd,          // guest RAM's userfaultfd handler (restore --uffd): fills missing pages
 };
 inline constexpr Role kRoles[] = {Role::Vcpu,    Role::DeviceEvents, Role::BlockIo, Role::NetIo,
-                                  Role::VsockIo, Role::AgentControl, Role::Control};
+                                  Role::VsockIo, Role::AgentControl, Role::Control, Role::Uffd};
 
-// "vcpu", "device-events", "block-io", "net-io", "vsock-io", "agent-control", "control".
+// "vcpu", "device-events", "block-io", "net-io", "vsock-io", "agent-control", "control",
+// "uffd".
 const char* role_name(Role r);
 std::optional<Role> role_from_name(std::string_view name);
 

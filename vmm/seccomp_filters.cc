@@ -14,6 +14,7 @@
 #include <linux/fs.h>
 #include <linux/if_tun.h>
 #include <linux/kvm.h>
+#include <linux/userfaultfd.h>
 #include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -187,6 +188,19 @@ std::vector<Rule> control() {
     return r;
 }
 
+// Guest RAM's userfaultfd handler (vmm/uffd.h, `restore --uffd`): waits for faults, reads
+// the page from a memory file opened at set-up and installs it. No open, no write to a file,
+// no registering of other ranges: the working-set file is written by the supervisor.
+constexpr uint64_t kUffdIoctls[] = {UFFDIO_COPY, UFFDIO_ZEROPAGE, UFFDIO_WAKE};
+
+std::vector<Rule> uffd() {
+    std::vector<Rule> r;
+    base(r);
+    allow(r, {SCMP_SYS(poll), SCMP_SYS(ppoll), SCMP_SYS(pread64)});
+    for (uint64_t req : kUffdIoctls) allow_arg(r, SCMP_SYS(ioctl), 1, {req});
+    return r;
+}
+
 }  // namespace
 
 std::vector<Rule> rules_for(Role role) {
@@ -205,6 +219,8 @@ std::vector<Rule> rules_for(Role role) {
             return agent_control();
         case Role::Control:
             return control();
+        case Role::Uffd:
+            return uffd();
     }
     return {};
 }

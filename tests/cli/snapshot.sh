@@ -22,6 +22,8 @@ expect restore-truncated 1 "truncated" "$vessel" restore "$tmp/short"
 mkdir -p "$tmp/badcrc" && { printf 'VESSNAP\0\001\0\0\0\0\0\0\0'; head -c 16 /dev/zero; } > "$tmp/badcrc/state.vsnap"
 expect restore-bad-header 1 "header corrupted" "$vessel" restore "$tmp/badcrc"
 expect restore-unknown-option 2 "unknown option '--bogus'" "$vessel" restore --bogus "$tmp/empty"
+expect restore-uffd-copy 2 "--uffd and --copy-memory exclude each other" "$vessel" restore --uffd --copy-memory "$tmp/empty"
+expect restore-ws-record-ms 2 "--ws-record-ms wants milliseconds" "$vessel" restore --uffd --ws-record-ms 5s "$tmp/empty"
 expect restore-cmd-needs-agent 2 "a command needs --agent" "$vessel" restore "$tmp/empty" -- true
 expect restore-tty-needs-cmd 2 "--tty: no command given" "$vessel" restore --agent -t "$tmp/empty"
 expect restore-bad-hostname 2 "--hostname: identity field \"hostname\"" "$vessel" restore --hostname "a b" "$tmp/empty"

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -198,6 +199,49 @@ uint64_t allocated(const std::string& path) {
     struct stat st {};
     return ::stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_blocks) * 512 : 0;
 }
+// restore --uffd twice: the first records the pages it touches in DIR/memory.ws, the second
+// installs them before the vCPUs start. Both go on counting from the snapshot.
+TEST_F(SnapshotE2E, UffdRestoreRecordsThenPrefetchesTheWorkingSet) {
+    TempDir tmp;
+    const std::string dir = tmp / "snap", ws = dir + "/memory.ws";
+    Booted b = boot_and_snapshot({"--memory", "128M"}, kCounter, "tick=3\n", dir, {"--stop"});
+    ASSERT_EQ(b.snap.status, 0) << b.snap.err;
+    EXPECT_EQ(b.boot.status, 0) << b.boot.err;
+    std::vector<int> before = ticks(b.boot.out);
+    ASSERT_FALSE(before.empty());
+    auto goes_on = [&](const ProcResult& r) {
+        EXPECT_EQ(r.status, 7) << r.err;
+        std::vector<int> all = ticks(b.boot.out + r.out);
+        ASSERT_EQ(all.size(), 40u) << b.boot.out << "\n---\n" << r.out << r.err;
+        for (size_t i = 0; i < all.size(); ++i) EXPECT_EQ(all[i], static_cast<int>(i) + 1);
+    };
+    ASSERT_FALSE(std::filesystem::exists(ws));
+    // Recording for a second at most: the guest runs for several more.
+    ProcResult first = restore(dir, {"--uffd", "--ws-record-ms", "1000", "--timing"});
+    goes_on(first);
+    EXPECT_NE(first.err.find("recorded a working set of"), std::string::npos) << first.err;
+    EXPECT_NE(first.err.find("0 pages prefetched"), std::string::npos) << first.err;
+    ASSERT_TRUE(std::filesystem::exists(ws)) << first.err;
+    EXPECT_GT(std::filesystem::file_size(ws), 64u + 100 * 4096) << "a guest touches more";
+
+    ProcResult second = restore(dir, {"--uffd", "--timing"});
+    goes_on(second);
+    const size_t at = second.err.find("pages prefetched");
+    ASSERT_NE(at, std::string::npos) << second.err;
+    const size_t num = second.err.rfind(", ", at);
+    EXPECT_GT(std::atoll(second.err.c_str() + num + 2), 100) << second.err;
+    EXPECT_EQ(second.err.find("recorded a working set"), std::string::npos) << second.err;
+
+    // A damaged working set is ignored with a warning; the restore still goes on.
+    {
+        std::fstream f(ws, std::ios::in | std::ios::out | std::ios::binary);
+        f.seekp(70);
+        f.put('\x5a');
+    }
+    ProcResult third = restore(dir, {"--uffd", "--ws-record-ms", "0"});
+    goes_on(third);
+    EXPECT_NE(third.err.find("ignoring working set"), std::string::npos) << third.err;
+}
 
 // A full snapshot, then a diff (left paused) and a full one of that same moment: the diff
 // holds a fraction of the pages, base + diff merged is the full one, and a restore of the
@@ -330,6 +374,10 @@ TEST_F(SnapshotE2E, BasePlusDiffEqualsAFullSnapshotOfTheSameMoment) {
     std::vector<int> all = ticks(b.out + r1.out + r.out);
     ASSERT_EQ(all.size(), 40u) << b.out << "\n---\n" << r1.out << "\n---\n" << r.out;
     for (size_t i = 0; i < all.size(); ++i) EXPECT_EQ(all[i], static_cast<int>(i) + 1);
+    // The same chain through a userfaultfd: each page from the newest diff holding it.
+    ProcResult u = restore(diff2, {"--uffd", "--ws-record-ms", "0"});
+    EXPECT_EQ(u.status, 7) << u.err;
+    EXPECT_EQ(ticks(u.out), ticks(r.out)) << u.out << u.err;
 
     // A diff whose parent is gone is refused before anything runs.
     std::filesystem::remove_all(base);

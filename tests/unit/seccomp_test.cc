@@ -7,6 +7,7 @@
 #include <linux/falloc.h>
 #include <linux/fs.h>
 #include <linux/kvm.h>
+#include <linux/userfaultfd.h>
 #include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -19,11 +20,13 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <functional>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "vmm/guest_memory.h"
 #include "vmm/seccomp.h"
 
 namespace {
@@ -265,6 +268,28 @@ std::vector<RoleCase> cases() {
           {"socket AF_INET", ip_socket},
           {"exec", exec_shell},
           {"fork", fork_process}}},
+        {Role::Uffd,
+         [](const Fds& f) {
+             // The memory file is read with pread; UFFDIO_COPY on an eventfd: ENOTTY from the
+             // kernel, i.e. the filter allowed it.
+             char buf[4096];
+             errno = 0;
+             bool copy = ::ioctl(f.efd, UFFDIO_COPY, nullptr) < 0 && errno == ENOTTY;
+             errno = 0;
+             bool zero = ::ioctl(f.efd, UFFDIO_ZEROPAGE, nullptr) < 0 && errno == ENOTTY;
+             pollfd p{f.efd, POLLIN, 0};
+             return copy && zero && ::pread(f.file, buf, sizeof buf, 4096) == sizeof buf &&
+                    ::poll(&p, 1, 0) == 0 && poke_and_drain(f) && allocate();
+         },
+         {{"ioctl UFFDIO_REGISTER", [](const Fds& f) { ::ioctl(f.efd, UFFDIO_REGISTER, nullptr); }},
+          {"ioctl UFFDIO_UNREGISTER",
+           [](const Fds& f) { ::ioctl(f.efd, UFFDIO_UNREGISTER, nullptr); }},
+          {"pwrite64",
+           [](const Fds& f) { [[maybe_unused]] ssize_t n = ::pwrite(f.file, "x", 1, 0); }},
+          {"openat", open_file},
+          {"ioctl KVM_RUN", [](const Fds& f) { ::ioctl(f.efd, KVM_RUN, 0); }},
+          {"socket AF_INET", ip_socket},
+          {"exec", exec_shell}}},
     };
 }
 
@@ -350,6 +375,46 @@ TEST(Seccomp, ConfinedThreadGetsItsChildFromTheSupervisor) {
     }
     int st = 0;
     ::waitpid(pid, &st, 0);
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << describe(st);
+}
+
+// restore --uffd's handler thread runs under its own role and still fills every page: from
+// the file, as zeros for a hole, on a write.
+TEST(Seccomp, UffdHandlerServesFaultsUnderItsFilter) {
+    try {
+        vessel::vmm::open_userfaultfd();
+    } catch (const std::system_error&) {
+        GTEST_SKIP() << "no userfaultfd for this process";
+    }
+    char dir[] = "/var/tmp/vessel-seccomp-uffd-XXXXXX";
+    ASSERT_NE(::mkdtemp(dir), nullptr);
+    const std::string file = std::string(dir) + "/memory";
+    {
+        auto m = vessel::vmm::GuestMemory::create(32 << 20);
+        ASSERT_TRUE(m.write_obj<uint64_t>(0x5000, 0x1234));
+        m.save(file);
+    }
+    std::fflush(nullptr);
+    pid_t pid = ::fork();
+    if (pid == 0) {
+        ::unsetenv("VESSEL_SECCOMP_SELFTEST");
+        ::unsetenv("VESSEL_SECCOMP_LOG");
+        sc::enable();
+        auto m = vessel::vmm::GuestMemory::restore_uffd(file, 32 << 20, {}, nullptr, true);
+        int code = 0;
+        std::thread t([&] {
+            uint64_t a = 0, b = 1;
+            if (!m.read_obj(0x5000, a) || a != 0x1234) code = 14;
+            if (!m.read_obj(0x9000, b) || b != 0) code = 15;
+            if (!m.write_obj<uint64_t>(0xa000, 9)) code = 16;
+        });
+        t.join();
+        if (m.uffd_stats().faults != 3 || m.take_recorded().size() != 3) code = 17;
+        std::_Exit(code);
+    }
+    int st = 0;
+    ::waitpid(pid, &st, 0);
+    std::filesystem::remove_all(dir);
     EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << describe(st);
 }
 

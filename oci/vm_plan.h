@@ -156,7 +156,7 @@ struct VmPlan {
     // io.vessel.warm-start: restore the warm-start template instead of booting; unset: the
     // runtime's default ($VESSEL_WARM_START, off).
     std::optional<bool> warm_start;
-    std::string rootfs;         // absolute host path
+    std::string rootfs;  // absolute host path
     bool rootfs_readonly = false;
     std::string hostname;
     std::string domainname;

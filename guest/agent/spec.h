@@ -91,11 +91,11 @@ struct Identity {
 // A root filesystem for the processes the agent starts from now on (warm start: a VM restored
 // from a template gets its container's disk after the restore).
 struct RootRequest {
-    std::string source;          // a block device node under /dev, e.g. "/dev/vda"
+    std::string source;  // a block device node under /dev, e.g. "/dev/vda"
     std::string fstype = "ext4";
     bool readonly = false;
-    std::string options{};       // mount(2) data, e.g. "noload"
-    std::uint64_t size = 0;      // non-zero: wait until the device has this many bytes
+    std::string options{};   // mount(2) data, e.g. "noload"
+    std::uint64_t size = 0;  // non-zero: wait until the device has this many bytes
 
     bool operator==(const RootRequest&) const = default;
 };

@@ -323,17 +323,6 @@ int run_vmm(const VmmOptions& o) {
             virtio::attach_mmio(*m, std::make_shared<virtio::net::NetDevice>(no));
         }
         auto vsock_t = virtio::attach_mmio(*m, vsock);
-        if (warm) {
-            // The template's transports come back with the container's disk in the disk's
-            // slot: the driver is told its configuration (capacity) changed.
-            std::vector<std::shared_ptr<virtio::MmioTransport>> ts = {disk_t, vsock_t};
-            snapshot::restore_devices(m->memory(), tmpl->devices, ts);
-            guest_ready = snapshot::vsock_reset_handled(m->memory(), tmpl->devices[1]);
-            m->set_after_restore([ts] {
-                snapshot::kick_devices(ts);
-                ts[0]->raise_config_interrupt();
-            });
-        }
         log_debug("container " + o.id + ": VMM " + std::to_string(::getpid()) +
                   (warm ? " restoring the warm-start template, " : " booting ") +
                   std::to_string(plan.memory_mib) + " MiB, " + std::to_string(plan.vcpus) +
@@ -343,6 +332,18 @@ int run_vmm(const VmmOptions& o) {
                         jail::vm_exposures(plan.kernel.empty() ? default_kernel() : plan.kernel,
                                            default_initrd(), {{paths.image, !plan.rootfs_readonly}},
                                            paths.vsock));
+        if (warm) {
+            // The template's transports come back with the container's disk in the disk's
+            // slot: the driver is told its configuration (capacity) changed. After the jail:
+            // active devices start their I/O threads.
+            std::vector<std::shared_ptr<virtio::MmioTransport>> ts = {disk_t, vsock_t};
+            snapshot::restore_devices(m->memory(), tmpl->devices, ts);
+            guest_ready = snapshot::vsock_reset_handled(m->memory(), tmpl->devices[1]);
+            m->set_after_restore([ts] {
+                snapshot::kick_devices(ts);
+                ts[0]->raise_config_interrupt();
+            });
+        }
     } catch (const std::exception& e) {
         ready.send(std::string("error: ") + e.what());
         return 1;

@@ -43,8 +43,8 @@ constexpr uint64_t kPlaceholderBytes = 1 << 20;
 std::string file_id(const std::string& path) {
     struct stat st {};
     if (::stat(path.c_str(), &st) != 0) throw_errno("stat " + path);
-    return path + ":" + std::to_string(st.st_size) + ":" + std::to_string(st.st_mtim.tv_sec) +
-           "." + std::to_string(st.st_mtim.tv_nsec);
+    return path + ":" + std::to_string(st.st_size) + ":" + std::to_string(st.st_mtim.tv_sec) + "." +
+           std::to_string(st.st_mtim.tv_nsec);
 }
 
 // The child's work: boot, wait for the agent, snapshot into `tmp`. Returns the exit status.
@@ -141,8 +141,7 @@ std::string template_dir(const WarmKey& k) {
     char hex[17];
     std::snprintf(hex, sizeof hex, "%016llx",
                   static_cast<unsigned long long>(std::hash<std::string>{}(key)));
-    return base + "/" + std::to_string(k.memory_mib) + "m-" + std::to_string(k.vcpus) + "c-" +
-           hex;
+    return base + "/" + std::to_string(k.memory_mib) + "m-" + std::to_string(k.vcpus) + "c-" + hex;
 }
 
 void ensure_template(const WarmKey& k, const std::string& dir) {

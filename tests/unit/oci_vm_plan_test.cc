@@ -289,8 +289,9 @@ TEST(OciPlan, VesselAnnotations) {
     EXPECT_FALSE(p.warm_start.has_value());
     EXPECT_EQ(plan_of(with_annotation(minimal(), "io.vessel.warm-start", "true"), probe).warm_start,
               std::optional<bool>(true));
-    EXPECT_EQ(plan_of(with_annotation(minimal(), "io.vessel.warm-start", "false"), probe).warm_start,
-              std::optional<bool>(false));
+    EXPECT_EQ(
+        plan_of(with_annotation(minimal(), "io.vessel.warm-start", "false"), probe).warm_start,
+        std::optional<bool>(false));
     EXPECT_EQ(plan_error(with_annotation(minimal(), "io.vessel.warm-start", "yes")),
               "config.json: annotation io.vessel.warm-start: \"yes\" must be \"true\" or "
               "\"false\"");
@@ -307,7 +308,8 @@ TEST(OciPlan, VesselAnnotations) {
     EXPECT_EQ(plan_error(with_annotation(minimal(), "io.vessel.memroy", "512")),
               "config.json: annotation io.vessel.memroy: unknown vessel annotation (known: "
               "io.vessel.kernel, io.vessel.memory, io.vessel.vcpus, io.vessel.template, "
-              "io.vessel.warm-start, io.vessel.mounts.ignore-unsupported, io.vessel.devices.ignore-unsupported, "
+              "io.vessel.warm-start, io.vessel.mounts.ignore-unsupported, "
+              "io.vessel.devices.ignore-unsupported, "
               "io.vessel.hooks.ignore-unsupported, io.vessel.jail)");
     EXPECT_EQ(plan_error(with_annotation(minimal(), "io.vessel.mounts.ignore-unsupported", "yes")),
               "config.json: annotation io.vessel.mounts.ignore-unsupported: \"yes\" must be "

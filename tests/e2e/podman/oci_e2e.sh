@@ -130,6 +130,47 @@ v run -b "$work/b5" r5 >/dev/null
 grep -q '"id":"r5"' "$work/hook.state" 2>/dev/null && ok hook-state-stdin || bad hook-state-stdin "$(cat "$work/hook.state" 2>&1)"
 [[ -e $work/poststop ]] && ok hook-poststop || bad hook-poststop "not run"
 
+echo "== warm start (a template restored instead of a boot)"
+export VESSEL_TEMPLATE_DIR=$work/templates
+warm="c['annotations'] = {'io.vessel.warm-start': 'true'}; c['hostname'] = 'warmbox'"
+mkbundle "$work/w1" "$warm; c['process']['args'] = ['sh', '-c', 'echo out; echo err >&2; hostname; ls /bin/busybox; exit 3']"
+out=$(v run -b "$work/w1" w1 2>"$work/err"); rc=$?
+check warm-first-run "3:out warmbox /bin/busybox" "$rc:$(echo $out)"
+check warm-stderr err "$(cat "$work/err")"
+check warm-template-made 1 "$(ls -d "$work/templates"/*/snap 2>/dev/null | wc -l)"
+out=$(v run -b "$work/w1" w2 2>/dev/null); rc=$?
+check warm-second-run "3:out warmbox /bin/busybox" "$rc:$(echo $out)"
+check warm-template-reused 1 "$(ls -d "$work/templates"/*/snap | wc -l)"
+# Every clone of the template reseeds its RNG: two containers print different bytes.
+mkbundle "$work/w3" "$warm; c['process']['args'] = ['sh', '-c', 'head -c 16 /dev/urandom | od -An -tx1']"
+r1=$(v run -b "$work/w3" w3a); r2=$(v run -b "$work/w3" w3b)
+[[ -n $r1 && $r1 != "$r2" ]] && ok warm-rng-differs || bad warm-rng-differs "'$r1' vs '$r2'"
+mkbundle "$work/w4" "$warm; c['root']['readonly'] = True; c['process']['args'] = ['sh', '-c', 'touch /x 2>/dev/null && echo writable || echo read-only']"
+check warm-readonly-root read-only "$(v run -b "$work/w4" w4)"
+mkbundle "$work/w5" "$warm; c['process']['args'] = ['sh', '-c', 'trap \"echo got TERM; exit 7\" TERM; echo started; while :; do sleep 0.1; done']"
+v create -b "$work/w5" --pid-file "$work/wpid" w5 </dev/null >"$work/w5.out" 2>"$work/w5.err"
+check warm-create 0 "$?"
+v start w5; check warm-start 0 "$?"
+for _ in $(seq 100); do grep -q started "$work/w5.out" && break; sleep 0.1; done
+check warm-exec "hi" "$(v exec w5 echo hi)"
+v kill w5 TERM
+for _ in $(seq 100); do alive "$(cat "$work/wpid")" || break; sleep 0.1; done
+check warm-kill-handled "started got TERM" "$(tr '\n' ' ' <"$work/w5.out" | sed 's/ $//')"
+v delete w5; check warm-delete 0 "$?"
+# Without the annotation, VESSEL_WARM_START=1 is the default.
+mkbundle "$work/w6" "c['process']['args'] = ['hostname']"
+out=$(VESSEL_WARM_START=1 "$vessel" --root "$root" --debug --log "$work/w6.log" run -b "$work/w6" w6 2>/dev/null)
+check warm-by-env "runc:1" "$out:$(grep -c 'restoring the warm-start template' "$work/w6.log")"
+mkbundle "$work/w7" "c['annotations'] = {'io.vessel.warm-start': 'false'}; c['process']['args'] = ['true']"
+VESSEL_WARM_START=1 "$vessel" --root "$root" --debug --log "$work/w7.log" run -b "$work/w7" w7 >/dev/null 2>&1
+check warm-annotation-false-boots "0" "$(grep -c 'restoring the warm-start template' "$work/w7.log")"
+# A template that cannot be made fails create with the reason and leaves nothing.
+mkdir -p "$work/ro" && touch "$work/ro/file"
+out=$(VESSEL_TEMPLATE_DIR=$work/ro/file v run -b "$work/w1" w8 2>&1); rc=$?
+[[ $rc != 0 && $out == *"$work/ro/file"* ]] && ok warm-bad-template-dir || bad warm-bad-template-dir "$rc: $out"
+check warm-bad-template-leaves-nothing "" "$(v list -q)"
+unset VESSEL_TEMPLATE_DIR
+
 echo "pass=$pass fail=$fail (lifecycle)"
 [[ ${VESSEL_OCI_E2E_SKIP_PODMAN:-} == 1 ]] && { [[ $fail == 0 ]]; exit; }
 

@@ -410,16 +410,8 @@ int cmd_boot(Args args) {
     }
     for (size_t n = 0; n < attachments.size(); ++n) {
         const network::NetAttachment& a = attachments[n];
-        virtio::net::NetDeviceOptions o;
-        if (a.tap_fd() >= 0) {
-            o.tap.fd = a.tap_fd();
-        } else {
-            o.tap.name = a.tap_name();
-            o.tap.must_exist = true;
-        }
-        o.mac = a.guest().mac.bytes;
+        virtio::net::NetDeviceOptions o = container::net_device_options(a);
         o.engine = net_engines[n];
-        o.mtu = static_cast<uint16_t>(a.guest().mtu);
         auto dev = std::make_shared<virtio::net::NetDevice>(o);
         if (verbose)
             std::fprintf(stderr, "vessel: eth%zu on %s: %s\n", n, dev->tap_name().c_str(),
@@ -451,12 +443,7 @@ int cmd_boot(Args args) {
         AgentJob job{.uds = vsock_socket, .identity = {}, .command = {}, .tty = tty};
         if (agent_command) {
             if (tty) raw.emplace(STDIN_FILENO);
-            agent::ProcessSpec spec;
-            spec.argv = argv;
-            spec.env = guest::merge_env(guest::default_env(), env);
-            spec.cwd = cwd;
-            spec.tty = tty;
-            job.command = std::move(spec);
+            job.command = agent_command(argv, env, cwd, tty);
         }
         agent_session.emplace(m, std::move(job));
     }

@@ -171,16 +171,8 @@ void make_devices(const std::vector<snapshot::DeviceRecord>& records, const Plan
                 if (plan.verbose)
                     std::fprintf(stderr, "vessel: %s: %s\n", ifname.c_str(), a.describe().c_str());
                 const virtio::net::NetDevice::State saved = net_state_from_json(r.state);
-                virtio::net::NetDeviceOptions o;
-                if (a.tap_fd() >= 0) {
-                    o.tap.fd = a.tap_fd();
-                } else {
-                    o.tap.name = a.tap_name();
-                    o.tap.must_exist = true;
-                }
-                o.mac = a.guest().mac.bytes;
+                virtio::net::NetDeviceOptions o = container::net_device_options(a);
                 o.engine = net_engine(r.config);
-                o.mtu = static_cast<uint16_t>(a.guest().mtu);
                 o.link_up = saved.link_up;
                 auto dev = std::make_shared<virtio::net::NetDevice>(o);
                 const std::string old_address = r.config.value("address", "");
@@ -585,12 +577,7 @@ int cmd_restore(Args args) {
             if (r.kind == "vsock") job.guest_ready = snapshot::vsock_reset_handled(m.memory(), r);
         if (agent_command) {
             if (tty) raw.emplace(STDIN_FILENO);
-            agent::ProcessSpec spec;
-            spec.argv = argv;
-            spec.env = guest::merge_env(guest::default_env(), env);
-            spec.cwd = cwd;
-            spec.tty = tty;
-            job.command = std::move(spec);
+            job.command = agent_command(argv, env, cwd, tty);
         }
         agent_session.emplace(m, std::move(job));
     }

@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "guest/agent/client.h"
+#include "guest/init/proto.h"
 #include "guest/init/protocol.h"
 #include "vmm/seccomp.h"
 
@@ -19,6 +20,17 @@ void block_forwarded_signals() {
     for (int sig : kForwardedSignals) sigaddset(&set, sig);
     sigaddset(&set, SIGWINCH);
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+agent::ProcessSpec agent_command(const std::vector<std::string>& argv,
+                                 const std::vector<std::string>& env, const std::string& cwd,
+                                 bool tty) {
+    agent::ProcessSpec spec;
+    spec.argv = argv;
+    spec.env = guest::merge_env(guest::default_env(), env);
+    spec.cwd = cwd;
+    spec.tty = tty;
+    return spec;
 }
 
 AgentSession::AgentSession(vmm::Machine& m, AgentJob job)

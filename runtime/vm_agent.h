@@ -13,6 +13,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "guest/agent/spec.h"
 #include "vmm/machine.h"
@@ -26,6 +27,11 @@ inline constexpr int kForwardedSignals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SI
 // exists, so that every thread inherits the mask and only the agent thread's signalfd sees
 // them.
 void block_forwarded_signals();
+
+// The command of `--agent -- CMD`: argv, the default environment with --env on top, --cwd.
+agent::ProcessSpec agent_command(const std::vector<std::string>& argv,
+                                 const std::vector<std::string>& env, const std::string& cwd,
+                                 bool tty);
 
 struct AgentJob {
     std::string uds;  // the VM's vsock Unix socket

@@ -289,4 +289,17 @@ const std::vector<int>& forwarded_signals() {
     return sigs;
 }
 
+virtio::net::NetDeviceOptions net_device_options(const network::NetAttachment& a) {
+    virtio::net::NetDeviceOptions o;
+    if (a.tap_fd() >= 0) {
+        o.tap.fd = a.tap_fd();
+    } else {
+        o.tap.name = a.tap_name();
+        o.tap.must_exist = true;
+    }
+    o.mac = a.guest().mac.bytes;
+    o.mtu = static_cast<uint16_t>(a.guest().mtu);
+    return o;
+}
+
 }  // namespace vessel::container

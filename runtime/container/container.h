@@ -19,6 +19,8 @@
 #include "guest/agent/spec.h"
 #include "oci/state.h"
 #include "oci/vm_plan.h"
+#include "runtime/network/attachment.h"
+#include "virtio/net/device.h"
 
 namespace vessel::container {
 
@@ -47,6 +49,10 @@ agent::ProcessSpec agent_spec(const oci::GuestProcess& p);
 // Copied files below /run, /tmp, /proc, /sys and /dev are not placed: the guest mounts its
 // own filesystems there (returned as warnings).
 std::vector<std::string> build_rootfs_image(const oci::VmPlan& plan, const std::string& image);
+
+// A virtio-net device for an attachment: its tap (the fd, or by name in tap mode), the
+// guest's MAC and MTU. Boot, restore and the container VMM add what is theirs.
+virtio::net::NetDeviceOptions net_device_options(const network::NetAttachment& a);
 
 std::string exe_dir();    // directory of the running vessel binary
 std::string cache_dir();  // $VESSEL_CACHE or /var/cache/vessel (the guest kernel lives there)

@@ -311,15 +311,7 @@ int run_vmm(const VmmOptions& o) {
         bo.disk.read_only = plan.rootfs_readonly;
         auto disk_t = virtio::attach_mmio(*m, std::make_shared<virtio::block::BlockDevice>(bo));
         for (const network::NetAttachment& a : nets) {
-            virtio::net::NetDeviceOptions no;
-            if (a.tap_fd() >= 0) {
-                no.tap.fd = a.tap_fd();
-            } else {
-                no.tap.name = a.tap_name();
-                no.tap.must_exist = true;
-            }
-            no.mac = a.guest().mac.bytes;
-            no.mtu = static_cast<uint16_t>(a.guest().mtu);
+            const virtio::net::NetDeviceOptions no = net_device_options(a);
             virtio::attach_mmio(*m, std::make_shared<virtio::net::NetDevice>(no));
         }
         auto vsock_t = virtio::attach_mmio(*m, vsock);

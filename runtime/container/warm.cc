@@ -98,6 +98,10 @@ int build(const WarmKey& k, const std::string& tmp) {
                 UniqueFd conn = agent::connect_vsock_uds(vo.uds_path, guest::kDefaultAgentPort,
                                                          std::chrono::seconds(300));
                 { agent::Client hello(std::move(conn)); }  // the agent answers: it is ready
+                // The template must hold no connection, not even one closing: the guest would
+                // finish closing it after every restore, under a CID it no longer has.
+                for (int i = 0; i < 2000 && !vsock->state().connections.empty(); ++i)
+                    std::this_thread::sleep_for(std::chrono::milliseconds(1));
                 snapshot::create(m, devs, tmp + "/snap",
                                  {{"cmdline", m.config().cmdline},
                                   {"agent_port", guest::kDefaultAgentPort},

@@ -443,7 +443,7 @@ int cmd_boot(Args args) {
         AgentJob job{.uds = vsock_socket, .identity = {}, .command = {}, .tty = tty};
         if (agent_command) {
             if (tty) raw.emplace(STDIN_FILENO);
-            job.command = agent_command(argv, env, cwd, tty);
+            job.command = command_spec(argv, env, cwd, tty);
         }
         agent_session.emplace(m, std::move(job));
     }

@@ -577,7 +577,7 @@ int cmd_restore(Args args) {
             if (r.kind == "vsock") job.guest_ready = snapshot::vsock_reset_handled(m.memory(), r);
         if (agent_command) {
             if (tty) raw.emplace(STDIN_FILENO);
-            job.command = agent_command(argv, env, cwd, tty);
+            job.command = command_spec(argv, env, cwd, tty);
         }
         agent_session.emplace(m, std::move(job));
     }

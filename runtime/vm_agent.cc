@@ -22,7 +22,7 @@ void block_forwarded_signals() {
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
 }
 
-agent::ProcessSpec agent_command(const std::vector<std::string>& argv,
+agent::ProcessSpec command_spec(const std::vector<std::string>& argv,
                                  const std::vector<std::string>& env, const std::string& cwd,
                                  bool tty) {
     agent::ProcessSpec spec;

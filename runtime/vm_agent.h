@@ -29,9 +29,9 @@ inline constexpr int kForwardedSignals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SI
 void block_forwarded_signals();
 
 // The command of `--agent -- CMD`: argv, the default environment with --env on top, --cwd.
-agent::ProcessSpec agent_command(const std::vector<std::string>& argv,
-                                 const std::vector<std::string>& env, const std::string& cwd,
-                                 bool tty);
+agent::ProcessSpec command_spec(const std::vector<std::string>& argv,
+                                const std::vector<std::string>& env, const std::string& cwd,
+                                bool tty);
 
 struct AgentJob {
     std::string uds;  // the VM's vsock Unix socket

@@ -73,17 +73,4 @@ network::NetSpec restore_net_spec(const nlohmann::json& config, const nlohmann::
     return spec;
 }
 
-agent::InterfaceIdentity interface_identity(const std::string& ifname,
-                                            const network::GuestConfig& g) {
-    agent::InterfaceIdentity i;
-    i.name = ifname;
-    i.mac = g.mac.str();
-    if (g.address) {
-        i.address = g.address->str();
-        if (g.gateway) i.gateway = g.gateway->str();
-        for (const auto& d : g.dns) i.dns.push_back(d.str());
-    }
-    return i;
-}
-
 }  // namespace vessel::cli

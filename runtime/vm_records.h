@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "guest/agent/spec.h"
+#include "runtime/container/container.h"
 #include "runtime/network/attachment.h"
 #include "virtio/io/engine.h"
 #include "virtio/net/device.h"
@@ -38,8 +39,6 @@ network::NetSpec restore_net_spec(const nlohmann::json& config, const nlohmann::
                                   const std::string& ifname);
 virtio::io::EnginePreference net_engine(const nlohmann::json& config);
 
-// What a clone's agent is told about one interface.
-agent::InterfaceIdentity interface_identity(const std::string& ifname,
-                                            const network::GuestConfig& g);
+using container::interface_identity;
 
 }  // namespace vessel::cli

@@ -59,6 +59,12 @@ std::string set_interface(int sock, const InterfaceIdentity& i, int* err) {
         if (ioctl(sock, SIOCSIFHWADDR, &ifr) < 0) return failed(i.name + ": setting the MAC", err);
     }
     if (i.address.empty()) return {};
+    // A template's interface was never configured: up, or the address would carry nothing.
+    if (ioctl(sock, SIOCGIFFLAGS, &ifr) < 0) return failed(i.name + ": reading its flags", err);
+    if (!(ifr.ifr_flags & IFF_UP)) {
+        ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP);
+        if (ioctl(sock, SIOCSIFFLAGS, &ifr) < 0) return failed(i.name + ": bringing it up", err);
+    }
     const auto slash = i.address.find('/');
     ifr.ifr_addr = ipv4_sockaddr(i.address.substr(0, slash));
     if (ioctl(sock, SIOCSIFADDR, &ifr) < 0) return failed(i.name + ": setting the address", err);

@@ -302,4 +302,17 @@ virtio::net::NetDeviceOptions net_device_options(const network::NetAttachment& a
     return o;
 }
 
+agent::InterfaceIdentity interface_identity(const std::string& ifname,
+                                            const network::GuestConfig& g) {
+    agent::InterfaceIdentity i;
+    i.name = ifname;
+    i.mac = g.mac.str();
+    if (g.address) {
+        i.address = g.address->str();
+        if (g.gateway) i.gateway = g.gateway->str();
+        for (const auto& d : g.dns) i.dns.push_back(d.str());
+    }
+    return i;
+}
+
 }  // namespace vessel::container

@@ -54,6 +54,11 @@ std::vector<std::string> build_rootfs_image(const oci::VmPlan& plan, const std::
 // guest's MAC and MTU. Boot, restore and the container VMM add what is theirs.
 virtio::net::NetDeviceOptions net_device_options(const network::NetAttachment& a);
 
+// What a restored guest's agent is told about interface `ifname` (identity request): the
+// attachment's MAC, address, gateway and DNS.
+agent::InterfaceIdentity interface_identity(const std::string& ifname,
+                                            const network::GuestConfig& g);
+
 std::string exe_dir();    // directory of the running vessel binary
 std::string cache_dir();  // $VESSEL_CACHE or /var/cache/vessel (the guest kernel lives there)
 std::string default_kernel();

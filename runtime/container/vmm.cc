@@ -274,21 +274,27 @@ int run_vmm(const VmmOptions& o) {
                         ": VESSEL_NO_SECCOMP: the VMM's threads run without seccomp filters "
                         "(debugging only)");
 
-        // Warm start (runtime/container/warm.h) needs the template's device layout: a disk and
-        // vsock, no NIC. Containers with a network interface boot cold.
-        warm = plan.warm_start.value_or(warm_default) && nets.empty();
+        // Warm start (runtime/container/warm.h): templates have a disk, at most one NIC and
+        // vsock, like the containers they serve.
+        warm = plan.warm_start.value_or(warm_default) && nets.size() <= 1;
         std::optional<snapshot::Snapshot> tmpl;
         std::string tmpl_snap;
         if (warm) {
-            const WarmKey key{cfg.kernel, default_initrd(), plan.memory_mib, plan.vcpus};
+            const WarmKey key{cfg.kernel, default_initrd(), plan.memory_mib, plan.vcpus,
+                              !nets.empty()};
             const std::string tdir = template_dir(key);
             ensure_template(key, tdir);
             tmpl_snap = tdir + "/snap";
             tmpl = snapshot::load(tmpl_snap);
-            if (tmpl->devices.size() != 2 || tmpl->devices[0].kind != "block" ||
-                tmpl->devices[1].kind != "vsock")
+            const size_t n = tmpl->devices.size();
+            if (n != 2 + nets.size() || tmpl->devices[0].kind != "block" ||
+                (!nets.empty() && tmpl->devices[1].kind != "net") ||
+                tmpl->devices[n - 1].kind != "vsock")
                 throw std::runtime_error("warm-start template " + tdir +
-                                         " does not have a disk and a vsock device");
+                                         " does not have the container's devices");
+            // The guest learns its address here instead of from the kernel's ip= parameter.
+            if (!nets.empty())
+                warm_identity.interfaces = {interface_identity("eth0", nets.front().guest())};
             warm_identity.hostname =
                 plan.hostname.empty() ? std::string(guest::kDefaultHostname) : plan.hostname;
             warm_identity.seed.resize(64);
@@ -310,11 +316,13 @@ int run_vmm(const VmmOptions& o) {
         bo.disk.path = paths.image;
         bo.disk.read_only = plan.rootfs_readonly;
         auto disk_t = virtio::attach_mmio(*m, std::make_shared<virtio::block::BlockDevice>(bo));
+        std::vector<std::shared_ptr<virtio::MmioTransport>> transports = {disk_t};
         for (const network::NetAttachment& a : nets) {
             const virtio::net::NetDeviceOptions no = net_device_options(a);
-            virtio::attach_mmio(*m, std::make_shared<virtio::net::NetDevice>(no));
+            transports.push_back(
+                virtio::attach_mmio(*m, std::make_shared<virtio::net::NetDevice>(no)));
         }
-        auto vsock_t = virtio::attach_mmio(*m, vsock);
+        transports.push_back(virtio::attach_mmio(*m, vsock));
         log_debug("container " + o.id + ": VMM " + std::to_string(::getpid()) +
                   (warm ? " restoring the warm-start template, " : " booting ") +
                   std::to_string(plan.memory_mib) + " MiB, " + std::to_string(plan.vcpus) +
@@ -328,9 +336,9 @@ int run_vmm(const VmmOptions& o) {
             // The template's transports come back with the container's disk in the disk's
             // slot: the driver is told its configuration (capacity) changed. After the jail:
             // active devices start their I/O threads.
-            std::vector<std::shared_ptr<virtio::MmioTransport>> ts = {disk_t, vsock_t};
+            const auto ts = transports;
             snapshot::restore_devices(m->memory(), tmpl->devices, ts);
-            guest_ready = snapshot::vsock_reset_handled(m->memory(), tmpl->devices[1]);
+            guest_ready = snapshot::vsock_reset_handled(m->memory(), tmpl->devices.back());
             m->set_after_restore([ts] {
                 snapshot::kick_devices(ts);
                 ts[0]->raise_config_interrupt();

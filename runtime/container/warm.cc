@@ -1,6 +1,7 @@
 #include "runtime/container/warm.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -26,6 +27,7 @@
 #include "snapshot/vm_snapshot.h"
 #include "virtio/attach.h"
 #include "virtio/block/device.h"
+#include "virtio/net/device.h"
 #include "virtio/vsock/cid.h"
 #include "virtio/vsock/device.h"
 #include "vmm/fd.h"
@@ -80,6 +82,14 @@ int build(const WarmKey& k, const std::string& tmp) {
         virtio::block::BlockDeviceOptions bo;
         bo.disk.path = placeholder;
 
+        std::shared_ptr<virtio::net::NetDevice> nic;
+        if (k.nic) {
+            // A tap nobody is attached to, in a network namespace of this child's own: it
+            // and the namespace go away with the child. Each container brings its own tap.
+            if (::unshare(CLONE_NEWNET) != 0) throw_errno("creating the template's namespace");
+            nic = std::make_shared<virtio::net::NetDevice>(virtio::net::NetDeviceOptions{});
+        }
+
         vmm::Machine m(std::move(cfg));
         std::vector<snapshot::AttachedDevice> devs;
         devs.push_back({"block",
@@ -87,6 +97,12 @@ int build(const WarmKey& k, const std::string& tmp) {
                         virtio::attach_mmio(m, std::make_shared<virtio::block::BlockDevice>(bo)),
                         {},
                         {}});
+        if (nic)
+            devs.push_back({"net",
+                            {{"tap", nic->tap_name()}},
+                            virtio::attach_mmio(m, nic),
+                            {},
+                            {virtio::net::NetDevice::kRxQueue}});
         devs.push_back({"vsock",
                         {{"cid", vo.guest_cid}, {"uds_path", vo.uds_path}},
                         virtio::attach_mmio(m, vsock),
@@ -141,7 +157,7 @@ std::string template_dir(const WarmKey& k) {
         base = ::geteuid() == 0 ? "/var/lib/vessel/templates" : cache_dir() + "/templates";
     const std::string key = file_id(k.kernel) + "|" + file_id(k.initrd) + "|" +
                             std::to_string(k.memory_mib) + "|" + std::to_string(k.vcpus) + "|" +
-                            VESSEL_SNAPSHOT_VESSEL_VERSION;
+                            (k.nic ? "nic|" : "") + VESSEL_SNAPSHOT_VESSEL_VERSION;
     char hex[17];
     std::snprintf(hex, sizeof hex, "%016llx",
                   static_cast<unsigned long long>(std::hash<std::string>{}(key)));

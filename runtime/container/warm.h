@@ -1,7 +1,8 @@
 // Warm start (issue 7): a template snapshot of a booted guest kernel whose agent waits for
 // work, restored for each container instead of a cold boot. The template has a placeholder
-// disk in slot 0 and a vsock device in slot 1; the container VMM restores it with the
-// container's rootfs image in slot 0, and the agent mounts that disk and chroots there
+// disk in slot 0, with `nic` a virtio-net device on a throwaway tap in slot 1, and a vsock
+// device last; the container VMM restores it with the container's rootfs image in slot 0 and
+// its own tap, the agent takes the interface's address and mounts the disk and chroots there
 // (docs/runtime.md, "Warm start").
 #pragma once
 
@@ -14,6 +15,7 @@ struct WarmKey {
     std::string kernel, initrd;
     uint64_t memory_mib = 0;
     uint32_t vcpus = 0;
+    bool nic = false;  // a virtio-net device in slot 1 (the container has an interface)
 };
 
 // Where the template for `k` lives: $VESSEL_TEMPLATE_DIR, else /var/lib/vessel/templates

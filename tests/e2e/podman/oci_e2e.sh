@@ -203,7 +203,12 @@ if [[ -n ${VESSEL_NO_SECCOMP:-} ]]; then
     chmod +x "$work/bin/vessel"
     rt_vessel=$work/bin/vessel
 fi
-for rt in runc "$rt_vessel"; do
+# The same checks with warm start: every container restored from a template (the first of
+# each memory size makes it) instead of booted.
+mkdir -p "$work/bin"
+printf '#!/bin/sh\nVESSEL_WARM_START=1 VESSEL_TEMPLATE_DIR=%s exec %s "$@"\n' "$work/podman-templates" "$rt_vessel" >"$work/bin/vessel-warm"
+chmod +x "$work/bin/vessel-warm"
+for rt in runc "$rt_vessel" "$work/bin/vessel-warm"; do
     n=$(basename "$rt")
     r=(--runtime "$rt")
     check "podman[$n] run echo" hi "$(pm "${r[@]}" run --rm localhost/busybox:e2e echo hi 2>&1)"

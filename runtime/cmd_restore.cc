@@ -207,6 +207,7 @@ void make_devices(const std::vector<snapshot::DeviceRecord>& records, const Plan
                     o.uds_path = r.config.at("uds_path").get<std::string>();
                 }
                 o.queue_size = r.config.value("queue_size", o.queue_size);
+                o.first_host_port = virtio::vsock::random_host_port_base();
                 auto dev = std::make_shared<virtio::vsock::VsockDevice>(o);
                 if (plan.verbose)
                     std::fprintf(stderr, "vessel: vsock CID %llu on %s\n",

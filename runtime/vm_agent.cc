@@ -23,8 +23,8 @@ void block_forwarded_signals() {
 }
 
 agent::ProcessSpec command_spec(const std::vector<std::string>& argv,
-                                 const std::vector<std::string>& env, const std::string& cwd,
-                                 bool tty) {
+                                const std::vector<std::string>& env, const std::string& cwd,
+                                bool tty) {
     agent::ProcessSpec spec;
     spec.argv = argv;
     spec.env = guest::merge_env(guest::default_env(), env);

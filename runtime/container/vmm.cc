@@ -261,10 +261,14 @@ int run_vmm(const VmmOptions& o) {
                 throw_errno("creating the socket directory " + paths.sock_dir);
         }
         ::unlink(paths.vsock.c_str());
+        // Warm start (runtime/container/warm.h): templates have a disk, at most one NIC and
+        // vsock, like the containers they serve.
+        warm = plan.warm_start.value_or(warm_default) && nets.size() <= 1;
         virtio::vsock::VsockOptions vo;
         vo.guest_cid = cid->cid();
         vsock_path = paths.vsock;
         vo.uds_path = paths.vsock;
+        if (warm) vo.first_host_port = virtio::vsock::random_host_port_base();
         auto vsock = std::make_shared<virtio::vsock::VsockDevice>(vo);
         listener = listen_unix(paths.control);
         cfg.stop_on_signals = false;
@@ -274,9 +278,6 @@ int run_vmm(const VmmOptions& o) {
                         ": VESSEL_NO_SECCOMP: the VMM's threads run without seccomp filters "
                         "(debugging only)");
 
-        // Warm start (runtime/container/warm.h): templates have a disk, at most one NIC and
-        // vsock, like the containers they serve.
-        warm = plan.warm_start.value_or(warm_default) && nets.size() <= 1;
         std::optional<snapshot::Snapshot> tmpl;
         std::string tmpl_snap;
         if (warm) {

@@ -25,6 +25,7 @@ bin="$work/queue_fuzz"
 "$cxx" -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
   -fno-omit-frame-pointer -I"$root" \
   "$root/tests/fuzz/queue_fuzz.cc" "$root/virtio/queue.cc" "$root/vmm/guest_memory.cc" \
+  "$root/vmm/uffd.cc" "$root/vmm/seccomp.cc" "$root/vmm/seccomp_filters.cc" -lseccomp -pthread \
   -o "$bin.tmp.$$"
 mv "$bin.tmp.$$" "$bin"
 

@@ -61,7 +61,7 @@ TEST(OciFeatures, PromisesHold) {
     for (const auto& ns : f["linux"]["namespaces"])
         config["linux"]["namespaces"].push_back({{"type", ns}});
     const std::string keys = f["annotations"]["io.vessel.config-annotations"];
-    EXPECT_EQ(std::count(keys.begin(), keys.end(), ','), 7);
+    EXPECT_EQ(std::count(keys.begin(), keys.end(), ','), 8);
     Bundle b;
     b.dir = "/b";
     b.rootfs = "/b/rootfs";

@@ -1,6 +1,7 @@
 #include "virtio/vsock/device.h"
 
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include <bit>
@@ -75,6 +76,7 @@ bool VsockDevice::activate(const vmm::GuestMemory& mem, std::span<Queue* const> 
     mo.conn.connect_timeout = opts_.connect_timeout;
     mo.conn.close_timeout = opts_.close_timeout;
     mo.max_connections = opts_.max_connections;
+    mo.first_host_port = opts_.first_host_port;
     mo.log = opts_.log;
     auto muxer = std::make_unique<Muxer>(mem, *queues[kRxQueue], *queues[kTxQueue], irq, listener_,
                                          std::move(mo), counters_, mu_);
@@ -129,9 +131,25 @@ VsockDevice::State VsockDevice::state() const {
     return s;
 }
 
+void VsockDevice::hold(bool on) {
+    {
+        std::lock_guard lock(mu_);  // the I/O thread holds it for each round
+        if (muxer_) muxer_->set_held(on);
+    }
+    if (!on) poke(kick_.get());  // what arrived meanwhile is delivered now
+}
+
 VsockCounters VsockDevice::counters() const {
     std::lock_guard lock(mu_);
     return counters_;
+}
+
+uint32_t random_host_port_base() {
+    uint32_t r = 0;
+    if (::getrandom(&r, sizeof r, 0) != static_cast<ssize_t>(sizeof r))
+        r = static_cast<uint32_t>(::getpid()) * 2654435761u;
+    constexpr uint32_t kLow = (1u << 30) + (1u << 24), kHigh = 1u << 31;
+    return kLow + r % (kHigh - kLow);
 }
 
 }  // namespace vessel::virtio::vsock

@@ -44,8 +44,16 @@ struct VsockOptions {
     uint32_t buf_alloc = 256 << 10;   // per-connection guest -> host buffer (credit we give)
     std::chrono::milliseconds connect_timeout{2000};  // CONNECT line; REQUEST to RESPONSE
     std::chrono::milliseconds close_timeout{5000};    // flushing host-bound bytes at close
-    LogFn log;                                        // empty: stderr
+    // Host ports of host-initiated connections count up from here (>= 2^30). A restored guest
+    // may still hold closing sockets of the ports its original used, counting up from 2^30,
+    // and would take a new connection on such a port for the old one: restores start far
+    // away (random_host_port_base()).
+    uint32_t first_host_port = 1u << 30;
+    LogFn log;  // empty: stderr
 };
+
+// A random first host port in [2^30 + 2^24, 2^31): for devices of restored VMs.
+uint32_t random_host_port_base();
 
 class VsockDevice final : public Device {
   public:
@@ -82,6 +90,8 @@ class VsockDevice final : public Device {
 
     // Any thread.
     State state() const;
+    // Snapshots: no packet reaches the guest and no chain is taken while held.
+    void hold(bool on) override;
     VsockCounters counters() const;
 
   private:

@@ -65,6 +65,7 @@ Muxer::Muxer(const vmm::GuestMemory& mem, Queue& rx, Queue& tx, Interrupt& irq,
       now_(Clock::now()),
       log_last_(now_) {
     if (!epoll_) throw_errno("creating the virtio-vsock epoll set");
+    next_local_port_ = std::max(opts_.first_host_port, 1u << 30);
 }
 
 Muxer::~Muxer() = default;
@@ -157,6 +158,7 @@ void Muxer::run(int stop_fd, int kick_fd) {
             }
         }
         run_timers();
+        if (held_) continue;  // the queues stay as a snapshot saw them
         process();
         signal();
     }

@@ -84,9 +84,10 @@ struct VsockCounters {
 };
 
 struct MuxerOptions {
-    ConnectionSettings conn;          // guest_cid, buf_alloc, timeouts
-    uint32_t max_connections = 1024;  // connections plus pending handshakes
-    LogFn log;                        // empty: stderr
+    ConnectionSettings conn;              // guest_cid, buf_alloc, timeouts
+    uint32_t max_connections = 1024;      // connections plus pending handshakes
+    uint32_t first_host_port = 1u << 30;  // host ports of host-initiated connections count up
+    LogFn log;                            // empty: stderr
 };
 
 class Muxer {
@@ -105,6 +106,9 @@ class Muxer {
 
     // Per-connection states, for snapshots and tests. Call with `mu` held.
     std::vector<ConnectionState> connections() const;
+    // Snapshots: while held, host events are taken in but nothing is written to the queues
+    // (no packet delivered, no chain popped). Call with `mu` held; wake the loop after release.
+    void set_held(bool on) { held_ = on; }
 
   private:
     struct Conn;
@@ -172,10 +176,11 @@ class Muxer {
     std::deque<PacketHeader> orphan_rsts_;       // RSTs for packets with no connection
     std::vector<RxBuffer> spare_;                // popped RX buffers not used yet
     uint64_t next_id_ = 1;
-    uint32_t next_local_port_ = 1u << 30;
+    uint32_t next_local_port_;
     TimePoint now_;
     bool again_ = false;  // work left over: poll again without sleeping
     bool broken_ = false;
+    bool held_ = false;
     bool rx_used_ = false, tx_used_ = false;
     bool listener_paused_ = false;
     TimePoint listener_resume_;

@@ -116,6 +116,7 @@ class VsockDeviceTest : public ::testing::Test {
         EXPECT_EQ(d.credit_violations, 0u);
         EXPECT_EQ(d.bad_used_len, 0u);
         EXPECT_EQ(d.misaddressed, 0u);
+        EXPECT_EQ(d.rx_out_of_order, 0u);
     }
 
     TempDir dir_;
@@ -687,6 +688,26 @@ TEST_F(VsockDeviceTest, WaitsForRxBuffers) {
     }));
     writer.join();
     EXPECT_EQ(d.accepted(1)->hash.h, testing::fnv(data));
+}
+
+// RX buffers are used in the order the driver posted them, even when a read takes more buffers
+// than the host socket fills: a snapshot hands the unused ones back by rewinding the queue to
+// its used count, which is only right if the used ones are the first ones posted.
+TEST_F(VsockDeviceTest, RxBuffersAreUsedInPostOrder) {
+    auto dev = make();
+    FakeDriver d(*dev, mem_, kCid);
+    d.listen(7);
+    ASSERT_TRUE(d.activate());
+    GuestSock* s = nullptr;
+    UniqueFd fd = host_connect(d, 7, &s);
+    ASSERT_TRUE(s);
+    const auto data = testing::random_bytes(100, 21);
+    for (int i = 1; i <= 20; ++i) {
+        testing::write_all(fd.get(), data.data(), data.size());
+        ASSERT_TRUE(d.wait([&] { return s->rx_bytes == i * data.size(); })) << i;
+    }
+    EXPECT_EQ(d.rx_out_of_order, 0u);
+    EXPECT_EQ(d.bad_used_len, 0u);
 }
 
 // Everything a broken or hostile driver can put in the queues: counted, logged (rate-limited),

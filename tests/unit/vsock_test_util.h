@@ -10,11 +10,13 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -323,6 +325,7 @@ class FakeDriver {
                 rxq_.set_desc(h, RawDesc{rx_addr(h), kHeaderSize + o_.rx_buf_size, kDescFWrite, 0});
                 rx_chains_[h] = {h};
             }
+            rx_outstanding_.push_back(h);
             rxq_.publish(h);
         }
         kick(rxq_, rx_kicked_, kRxQueue);
@@ -440,6 +443,7 @@ class FakeDriver {
             rxq_.set_desc(slots[i], RawDesc{rx_addr(slots[i]), parts[i].first, flags, next});
         }
         rx_chains_[slots[0]] = slots;
+        rx_outstanding_.push_back(slots[0]);
         rxq_.publish(slots[0]);
         kick(rxq_, rx_kicked_, kRxQueue);
     }
@@ -462,6 +466,10 @@ class FakeDriver {
             }
             std::vector<uint16_t> chain = std::move(it->second);
             rx_chains_.erase(it);
+            const auto pos =
+                std::find(rx_outstanding_.begin(), rx_outstanding_.end(), chain.front());
+            if (pos != rx_outstanding_.begin()) ++rx_out_of_order;
+            if (pos != rx_outstanding_.end()) rx_outstanding_.erase(pos);
             if (e.len == 0) {
                 ++empty_rx;  // an RX buffer the device refused
             } else {
@@ -500,6 +508,7 @@ class FakeDriver {
     // Every control packet received (not RW), in order.
     std::vector<PacketHeader> control;
     uint64_t bad_used_len = 0;       // used lengths that do not match the header
+    uint64_t rx_out_of_order = 0;    // RX buffers used before one posted earlier
     uint64_t credit_violations = 0;  // the device sent past our buf_alloc
     uint64_t misaddressed = 0;       // wrong CIDs
     uint64_t empty_rx = 0;           // RX buffers returned with used_len 0
@@ -686,6 +695,7 @@ class FakeDriver {
     TestIrq irq_;
     std::vector<uint16_t> rx_free_, tx_free_;
     std::map<uint16_t, std::vector<uint16_t>> rx_chains_, tx_chains_;
+    std::deque<uint16_t> rx_outstanding_;  // posted RX heads not used yet, in avail order
     uint16_t rx_seen_ = 0, tx_seen_ = 0;
     uint16_t rx_kicked_ = 0, tx_kicked_ = 0;
     uint64_t kicks_ = 0, suppressed_kicks_ = 0;

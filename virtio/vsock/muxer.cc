@@ -564,8 +564,8 @@ bool Muxer::have_rx_work() const {
 
 std::optional<RxBuffer> Muxer::take_rx() {
     if (!spare_.empty()) {
-        RxBuffer b = std::move(spare_.back());
-        spare_.pop_back();
+        RxBuffer b = std::move(spare_.front());
+        spare_.pop_front();
         return b;
     }
     for (;;) {
@@ -586,11 +586,18 @@ std::optional<RxBuffer> Muxer::take_rx() {
         }
         RxBuffer b;
         parse_rx_buffer(r.chain, mem_, b);
+        b.seq = rx_popped_++;
         if (b.ok()) return b;
         ++counters_.bad_rx_buffers[static_cast<size_t>(b.error)];
         note("virtio-vsock: unusable RX buffer: " + std::string(error_name(b.error)));
         rx_used_ |= rx_.add_used(mem_, b.head, 0);
     }
+}
+
+void Muxer::give_back(RxBuffer&& b) {
+    auto at = spare_.end();
+    while (at != spare_.begin() && std::prev(at)->seq > b.seq) --at;
+    spare_.insert(at, std::move(b));
 }
 
 void Muxer::send(RxBuffer& b, const PacketHeader& h) {

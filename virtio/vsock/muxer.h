@@ -149,7 +149,7 @@ class Muxer {
     bool fill_rx();
     bool have_rx_work() const;
     std::optional<RxBuffer> take_rx();
-    void give_back(RxBuffer&& b) { spare_.push_back(std::move(b)); }
+    void give_back(RxBuffer&& b);
     void send(RxBuffer& b, const PacketHeader& h);
     // One readv for `c` into RX buffers; false when no buffer was available.
     bool read_host(Conn& c);
@@ -174,7 +174,11 @@ class Muxer {
     std::deque<uint64_t> ctrl_q_;                // connections owing control packets
     std::deque<uint64_t> data_q_;                // connections with host data to send
     std::deque<PacketHeader> orphan_rsts_;       // RSTs for packets with no connection
-    std::vector<RxBuffer> spare_;                // popped RX buffers not used yet
+    // Popped RX buffers not used yet, in pop order: used in that order, the used buffers are
+    // always the first ones popped, so a snapshot can hand the rest back to the guest by
+    // rewinding the queue to its used count (snapshot/vm_snapshot.cc).
+    std::deque<RxBuffer> spare_;
+    uint64_t rx_popped_ = 0;
     uint64_t next_id_ = 1;
     uint32_t next_local_port_;
     TimePoint now_;

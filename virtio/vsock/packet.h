@@ -127,6 +127,7 @@ struct RxBuffer {
     std::vector<iovec> header;   // exactly kHeaderSize bytes, maybe in pieces
     std::vector<iovec> payload;  // the rest, up to kMaxPayload bytes
     size_t capacity = 0;         // payload bytes
+    uint64_t seq = 0;            // pop order, kept by the muxer
     bool ok() const { return error == RxBufferError::kNone; }
 };
 

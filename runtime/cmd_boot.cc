@@ -382,6 +382,8 @@ int cmd_boot(Args args) {
     if (jail_opts)
         if (std::optional<int> status = jail::run_jailed_child(*jail_opts)) return *status;
     cfg.seccomp = !no_seccomp;
+    // The jailed child only exits after the VM: this process's parent undoes the host side.
+    cfg.confine_supervisor = jail_opts.has_value();
     if (no_seccomp)
         std::fprintf(stderr,
                      "vessel: warning: --no-seccomp: the VMM's threads run without seccomp "

@@ -428,9 +428,10 @@ RunResult Machine::run_vcpus() {
 
     io_loop_.start();
     std::vector<std::thread> threads;
-    // This thread stays unconfined (it tears the VM down afterwards) and starts the device
-    // threads that confined vCPU threads ask for (vmm/seccomp.h).
+    // This thread starts the device threads that confined vCPU threads ask for
+    // (vmm/seccomp.h). It stays unconfined unless its caller has nothing to tear down.
     seccomp::SpawnService spawns;
+    if (cfg_.seccomp && cfg_.confine_supervisor) seccomp::enter(seccomp::Role::Supervisor);
     for (auto& v : vcpus_)
         threads.push_back(seccomp::spawn(seccomp::Role::Vcpu, [this, &v] { vcpu_loop(*v); }));
     {

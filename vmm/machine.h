@@ -40,6 +40,9 @@ struct MachineConfig {
     // process (for good), and every vCPU and device thread enters its role. Off by default
     // for library users and tests; the CLI turns it on.
     bool seccomp = false;
+    // With seccomp: run() confines its own thread too (Role::Supervisor) once the VM is set
+    // up, for callers that do nothing after run() but exit (a jailed container VMM).
+    bool confine_supervisor = false;
     // Dirty-page tracking for diff snapshots: KVM's dirty log on every memory slot plus the
     // VMM's own writes (GuestMemory::mark_dirty). Costs a write fault per page and interval.
     bool track_dirty = false;

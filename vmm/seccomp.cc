@@ -189,6 +189,8 @@ const char* role_name(Role r) {
             return "control";
         case Role::Uffd:
             return "uffd";
+        case Role::Supervisor:
+            return "supervisor";
     }
     return "?";
 }
@@ -254,8 +256,10 @@ std::thread spawn(Role r, std::function<void()> fn) {
         enter(r);
         fn();
     };
-    // A new thread inherits its creator's filter: an unconfined creator gives it none.
-    if (!filtered()) return std::thread(std::move(body));
+    // A new thread inherits its creator's filter: an unconfined creator gives it none, and the
+    // supervisor's list holds every role it starts.
+    if (!filtered() || t_role == static_cast<int>(index_of(Role::Supervisor)))
+        return std::thread(std::move(body));
     Spawns& s = spawns();
     Request req;
     req.body = std::move(body);

@@ -5,9 +5,11 @@
 // Filters are per thread (no TSYNC) and a new thread inherits its creator's filter, so a
 // thread can only start threads that need no more than it may do itself. Device I/O threads
 // are started from a vCPU thread (when the driver sets DRIVER_OK): spawn() hands that to the
-// supervisor, the thread that called Machine::run(), which stays unfiltered because it tears
-// the VM down afterwards (lease files, `tc` in the container's namespace: a filter survives
-// exec, so no filter could let those commands run).
+// supervisor, the thread that called Machine::run(). The supervisor stays unfiltered when it
+// tears the VM down afterwards (lease files, `tc` in the container's namespace: a filter
+// survives exec, so no filter could let those commands run); a jailed container VMM leaves
+// that to `delete` outside the jail, so its supervisor enters Role::Supervisor
+// (MachineConfig::confine_supervisor) once the VM's set-up is done.
 //
 // Lifecycle: enable() once during set-up (compiles every role's filter, so errors are set-up
 // errors); from then on each thread calls enter(ROLE) at its entry, before it reads anything
@@ -32,12 +34,17 @@ enum class Role {
     AgentControl,  // the thread that talks to the guest agent over vsock with vessel's stdio
     Control,       // the API socket's thread: pause, resume, stop, snapshot to a directory
     Uffd,          // guest RAM's userfaultfd handler (restore --uffd): fills missing pages
+    // The thread that runs Machine::run() of a jailed VMM: it starts the vCPU and device
+    // threads (which inherit its filter, so its list holds theirs) and stops them; no fork,
+    // exec or open.
+    Supervisor,
 };
-inline constexpr Role kRoles[] = {Role::Vcpu,    Role::DeviceEvents, Role::BlockIo, Role::NetIo,
-                                  Role::VsockIo, Role::AgentControl, Role::Control, Role::Uffd};
+inline constexpr Role kRoles[] = {Role::Vcpu,    Role::DeviceEvents, Role::BlockIo,
+                                  Role::NetIo,   Role::VsockIo,      Role::AgentControl,
+                                  Role::Control, Role::Uffd,         Role::Supervisor};
 
 // "vcpu", "device-events", "block-io", "net-io", "vsock-io", "agent-control", "control",
-// "uffd".
+// "uffd", "supervisor".
 const char* role_name(Role r);
 std::optional<Role> role_from_name(std::string_view name);
 

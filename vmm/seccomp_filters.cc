@@ -14,10 +14,12 @@
 #include <linux/fs.h>
 #include <linux/if_tun.h>
 #include <linux/kvm.h>
+#include <linux/seccomp.h>
 #include <linux/userfaultfd.h>
 #include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 
 #include <initializer_list>
@@ -201,6 +203,31 @@ std::vector<Rule> uffd() {
     return r;
 }
 
+// A jailed VMM's supervisor (Machine::run_vcpus): it polls its signalfd and the spawn
+// service, creates threads (clone with CLONE_THREAD only: no fork; the new thread registers
+// rseq and its robust list, then installs its role's filter), kicks and joins the vCPU
+// threads. Filters stack, so the threads it starts can do no more than this list allows: it
+// holds the lists of every role it starts. What it does after the VM stopped stays inside:
+// the terminal put back out of raw mode (`boot --jail -t`); a late log line to a file or the
+// API socket's removal fail with EACCES instead of killing the VMM (those paths are not in
+// the jail; the process outside removes the socket).
+std::vector<Rule> supervisor() {
+    std::vector<Rule> r;
+    base(r);
+    constexpr uint64_t kThread = CLONE_VM | CLONE_THREAD | CLONE_SIGHAND;
+    r.push_back({SCMP_SYS(clone), {{0, SCMP_CMP_MASKED_EQ, kThread, kThread}}, 0});
+    allow(r, {SCMP_SYS(set_robust_list), SCMP_SYS(rseq), SCMP_SYS(poll), SCMP_SYS(ppoll),
+              SCMP_SYS(tgkill)});
+    allow_arg(r, SCMP_SYS(prctl), 0, {PR_SET_NO_NEW_PRIVS});
+    allow_arg(r, SCMP_SYS(seccomp), 0, {SECCOMP_SET_MODE_FILTER});
+    for (int nr : {SCMP_SYS(openat), SCMP_SYS(unlink), SCMP_SYS(unlinkat)})
+        r.push_back({nr, {}, EACCES});
+    for (uint64_t req : kTerminalIoctls) allow_arg(r, SCMP_SYS(ioctl), 1, {req});
+    for (auto* started : {vcpu, block_io, net_io, vsock_io})
+        for (Rule& x : started()) r.push_back(std::move(x));
+    return r;
+}
+
 }  // namespace
 
 std::vector<Rule> rules_for(Role role) {
@@ -221,6 +248,8 @@ std::vector<Rule> rules_for(Role role) {
             return control();
         case Role::Uffd:
             return uffd();
+        case Role::Supervisor:
+            return supervisor();
     }
     return {};
 }

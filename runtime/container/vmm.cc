@@ -273,6 +273,8 @@ int run_vmm(const VmmOptions& o) {
         listener = listen_unix(paths.control);
         cfg.stop_on_signals = false;
         cfg.seccomp = !no_seccomp;
+        // Jailed, this process only exits after the VM: `delete` tears down outside.
+        cfg.confine_supervisor = jail_opts.has_value();
         if (no_seccomp)
             log_warning("container " + o.id +
                         ": VESSEL_NO_SECCOMP: the VMM's threads run without seccomp filters "

@@ -290,6 +290,32 @@ std::vector<RoleCase> cases() {
           {"ioctl KVM_RUN", [](const Fds& f) { ::ioctl(f.efd, KVM_RUN, 0); }},
           {"socket AF_INET", ip_socket},
           {"exec", exec_shell}}},
+        {Role::Supervisor,
+         [](const Fds& f) {
+             // Threads (clone with CLONE_THREAD), which may do what the roles it starts do;
+             // open and unlink fail quietly instead of killing.
+             bool thread_ok = false;
+             std::thread t([&] {
+                 errno = 0;
+                 thread_ok = ::ioctl(f.efd, KVM_RUN, 0) < 0 && errno == ENOTTY && allocate();
+             });
+             t.join();
+             errno = 0;
+             bool open_refused =
+                 ::open("/etc/hostname", O_RDONLY | O_CLOEXEC) < 0 && errno == EACCES;
+             errno = 0;
+             open_refused =
+                 open_refused && ::unlink("/nonexistent-vessel-test") < 0 && errno == EACCES;
+             pollfd p{f.efd, POLLIN, 0};
+             return thread_ok && open_refused && ::poll(&p, 1, 0) == 0 &&
+                    ::pthread_kill(::pthread_self(), 0) == 0 && poke_and_drain(f);
+         },
+         {{"fork", fork_process},
+          {"exec", exec_shell},
+          {"socket AF_INET", ip_socket},
+          {"ioctl KVM_CREATE_VM", [](const Fds& f) { ::ioctl(f.efd, KVM_CREATE_VM, 0); }},
+          {"mmap PROT_EXEC", exec_mapping},
+          {"mkdir", [](const Fds&) { ::mkdir("/nonexistent-vessel-test", 0700); }}}},
     };
 }
 
@@ -371,6 +397,49 @@ TEST(Seccomp, ConfinedThreadGetsItsChildFromTheSupervisor) {
         vcpu.join();
         // The supervisor itself is not confined.
         open_file(f);
+        std::_Exit(result.load());
+    }
+    int st = 0;
+    ::waitpid(pid, &st, 0);
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << describe(st);
+}
+
+// A confined supervisor (a jailed VMM's Machine::run) serves the same requests: the vCPU it
+// starts and the device thread that vCPU asks for run under both filters and still do their
+// work; the supervisor itself may no longer open files.
+TEST(Seccomp, ConfinedSupervisorStartsRolesUnderBothFilters) {
+    std::fflush(nullptr);
+    pid_t pid = ::fork();
+    if (pid == 0) {
+        ::unsetenv("VESSEL_SECCOMP_SELFTEST");
+        ::unsetenv("VESSEL_SECCOMP_LOG");
+        sc::enable();
+        Fds f = make_fds();
+        sc::SpawnService svc;
+        // As in the VMM, a thread exists before: glibc's first pthread_create installs its
+        // signal handlers (rt_sigaction), which no role may do.
+        std::thread([] {}).join();
+        sc::enter(Role::Supervisor);
+        if (!sc::filtered()) std::_Exit(5);
+        std::atomic<int> result{-1};
+        std::thread vcpu = sc::spawn(Role::Vcpu, [&] {
+            errno = 0;
+            if (!(::ioctl(f.efd, KVM_RUN, 0) < 0 && errno == ENOTTY)) std::_Exit(6);
+            std::thread io = sc::spawn(Role::VsockIo, [&] {
+                const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                result = fd >= 0 ? 0 : 7;
+                if (fd >= 0) ::close(fd);
+            });
+            io.join();
+        });
+        for (int waited = 0; result.load() < 0; waited += 10) {
+            if (waited > 5000) std::_Exit(8);
+            pollfd p{svc.fd(), POLLIN, 0};
+            if (::poll(&p, 1, 10) > 0) svc.serve();
+        }
+        vcpu.join();
+        errno = 0;
+        if (::open("/etc/hostname", O_RDONLY | O_CLOEXEC) >= 0 || errno != EACCES) std::_Exit(9);
         std::_Exit(result.load());
     }
     int st = 0;

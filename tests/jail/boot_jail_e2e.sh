@@ -39,6 +39,14 @@ check "disk boot exits 7 (got $rc: $out)" test "$rc" = 7
 check "disk read in the jail ($out)" grep -q "hello from the disk" <<< "$out"
 check "disk written in the jail" sh -c "debugfs -R 'cat /new' '$tmp/root.img' 2>/dev/null | grep -q written"
 
+# The jailed child's supervisor thread (Machine::run) runs under its own seccomp filter: the
+# selftest hook makes it open an IP socket, and the VMM dies by SIGSYS (159) before the guest
+# runs; a terminal session's raw mode is put back by that confined thread too.
+out=$(VESSEL_SECCOMP_SELFTEST=supervisor "$vessel" boot --jail --disk "$tmp/root.img,root" -- \
+    /bin/sh -c 'echo ran' 2>&1)
+rc=$?
+check "supervisor filter kills on a forbidden call: 159 (got $rc: $out)" test "$rc" = 159
+
 # 2. The agent (its vsock socket reached from inside the jail), the VMM's confinement seen
 #    from outside, and a signal to `vessel boot` reaching the command.
 "$vessel" boot --jail --agent -- sh -c 'echo started; exec sleep 120' > "$tmp/agent.out" 2>&1 &

@@ -97,7 +97,8 @@ struct Process {
     OutStream out[2];  // stdout, stderr
     bool exited = false;
     ExitStatus status;
-    bool waited = false;  // the status reached at least one wait request
+    bool waited = false;        // the status reached at least one wait request
+    bool owner_waited = false;  // ... one from the connection carrying its streams
     std::vector<Waiter> waiters;
 };
 
@@ -262,13 +263,17 @@ struct Agent::Impl {
                 respond(*c, w.request, body);
                 --c->pending_waits;
                 p.waited = true;
+                p.owner_waited |= w.conn == p.owner;
             }
         }
         p.waiters.clear();
     }
 
     bool finished(const Process& p) const {
-        return p.exited && p.waited && !p.out[0].fd && !p.out[1].fd;
+        // While the connection that started it is open, only its own wait releases it: another
+        // connection's wait must not make the owner's later wait a not_found.
+        return p.exited && !p.out[0].fd && !p.out[1].fd &&
+               (p.owner_waited || (p.owner == 0 && p.waited));
     }
 
     // Frees one slot by dropping the oldest exited process nobody can stream from anymore.
@@ -489,6 +494,7 @@ struct Agent::Impl {
         if (p->exited) {
             respond(c, rid, exit_to_json(p->status));
             p->waited = true;
+            p->owner_waited |= c.id == p->owner;
             return;
         }
         if (c.pending_waits >= kMaxPendingWaits) {

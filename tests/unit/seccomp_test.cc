@@ -370,9 +370,13 @@ TEST(Seccomp, EnterDoesNothingUntilEnabled) {
     EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << describe(st);
 }
 
-// A vCPU thread activating a disk asks the supervisor for the disk's I/O thread: that thread
-// runs under the block filter only (fdatasync works, which the vCPU filter forbids).
-TEST(Seccomp, ConfinedThreadGetsItsChildFromTheSupervisor) {
+// In a child process with filters enabled and a spawn service: a vCPU thread (checked by
+// `vcpu_ok`) asks the supervisor for a device thread of role `device`, whose `device_ok` is
+// the result; `supervisor_ok` then runs on the supervisor. `confine`: the supervisor enters
+// its own role first. Returns the child's wait status.
+int supervisor_scenario(bool confine, Role device, std::function<bool(const Fds&)> vcpu_ok,
+                        std::function<bool(const Fds&)> device_ok,
+                        std::function<bool(const Fds&)> supervisor_ok) {
     std::fflush(nullptr);
     pid_t pid = ::fork();
     if (pid == 0) {
@@ -381,12 +385,18 @@ TEST(Seccomp, ConfinedThreadGetsItsChildFromTheSupervisor) {
         sc::enable();
         Fds f = make_fds();
         sc::SpawnService svc;
+        if (confine) {
+            // As in the VMM, a thread exists before: glibc's first pthread_create installs
+            // its signal handlers (rt_sigaction), which no role may do.
+            std::thread([] {}).join();
+            sc::enter(Role::Supervisor);
+            if (!sc::filtered()) std::_Exit(5);
+        }
         std::atomic<int> result{-1};
         std::thread vcpu = sc::spawn(Role::Vcpu, [&] {
-            if (!sc::filtered()) std::_Exit(6);
-            std::thread io = sc::spawn(Role::BlockIo, [&] {
-                result = sc::filtered() && ::fdatasync(f.file) == 0 ? 0 : 7;
-            });
+            if (!sc::filtered() || !vcpu_ok(f)) std::_Exit(6);
+            std::thread io =
+                sc::spawn(device, [&] { result = sc::filtered() && device_ok(f) ? 0 : 7; });
             io.join();
         });
         for (int waited = 0; result.load() < 0; waited += 10) {
@@ -395,12 +405,26 @@ TEST(Seccomp, ConfinedThreadGetsItsChildFromTheSupervisor) {
             if (::poll(&p, 1, 10) > 0) svc.serve();
         }
         vcpu.join();
-        // The supervisor itself is not confined.
-        open_file(f);
+        if (!supervisor_ok(f)) std::_Exit(9);
         std::_Exit(result.load());
     }
     int st = 0;
     ::waitpid(pid, &st, 0);
+    return st;
+}
+
+// A vCPU thread activating a disk asks the supervisor for the disk's I/O thread: that thread
+// runs under the block filter only (fdatasync works, which the vCPU filter forbids). The
+// supervisor itself is not confined.
+TEST(Seccomp, ConfinedThreadGetsItsChildFromTheSupervisor) {
+    const int st = supervisor_scenario(
+        false, Role::BlockIo, [](const Fds&) { return true; },
+        [](const Fds& f) { return ::fdatasync(f.file) == 0; },
+        [](const Fds&) {
+            const int fd = ::open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+            if (fd >= 0) ::close(fd);
+            return fd >= 0;
+        });
     EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << describe(st);
 }
 
@@ -408,42 +432,21 @@ TEST(Seccomp, ConfinedThreadGetsItsChildFromTheSupervisor) {
 // starts and the device thread that vCPU asks for run under both filters and still do their
 // work; the supervisor itself may no longer open files.
 TEST(Seccomp, ConfinedSupervisorStartsRolesUnderBothFilters) {
-    std::fflush(nullptr);
-    pid_t pid = ::fork();
-    if (pid == 0) {
-        ::unsetenv("VESSEL_SECCOMP_SELFTEST");
-        ::unsetenv("VESSEL_SECCOMP_LOG");
-        sc::enable();
-        Fds f = make_fds();
-        sc::SpawnService svc;
-        // As in the VMM, a thread exists before: glibc's first pthread_create installs its
-        // signal handlers (rt_sigaction), which no role may do.
-        std::thread([] {}).join();
-        sc::enter(Role::Supervisor);
-        if (!sc::filtered()) std::_Exit(5);
-        std::atomic<int> result{-1};
-        std::thread vcpu = sc::spawn(Role::Vcpu, [&] {
+    const int st = supervisor_scenario(
+        true, Role::VsockIo,
+        [](const Fds& f) {
             errno = 0;
-            if (!(::ioctl(f.efd, KVM_RUN, 0) < 0 && errno == ENOTTY)) std::_Exit(6);
-            std::thread io = sc::spawn(Role::VsockIo, [&] {
-                const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-                result = fd >= 0 ? 0 : 7;
-                if (fd >= 0) ::close(fd);
-            });
-            io.join();
+            return ::ioctl(f.efd, KVM_RUN, 0) < 0 && errno == ENOTTY;
+        },
+        [](const Fds&) {
+            const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+            if (fd >= 0) ::close(fd);
+            return fd >= 0;
+        },
+        [](const Fds&) {
+            errno = 0;
+            return ::open("/etc/hostname", O_RDONLY | O_CLOEXEC) < 0 && errno == EACCES;
         });
-        for (int waited = 0; result.load() < 0; waited += 10) {
-            if (waited > 5000) std::_Exit(8);
-            pollfd p{svc.fd(), POLLIN, 0};
-            if (::poll(&p, 1, 10) > 0) svc.serve();
-        }
-        vcpu.join();
-        errno = 0;
-        if (::open("/etc/hostname", O_RDONLY | O_CLOEXEC) >= 0 || errno != EACCES) std::_Exit(9);
-        std::_Exit(result.load());
-    }
-    int st = 0;
-    ::waitpid(pid, &st, 0);
     EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << describe(st);
 }
 

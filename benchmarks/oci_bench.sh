@@ -4,8 +4,10 @@
 # docker.io is installed) `docker run --rm IMG true` with vessel and runc through a private
 # dockerd + containerd (tests/e2e/docker/daemons.sh), all in the same environment. Prints the
 # median of N runs per case and its ratio to runc (podman's runc for podman and vessel run,
-# Docker's runc for the Docker cases), and `vessel run` with warm start (VESSEL_WARM_START=1:
-# the container's VM restored from a template snapshot instead of booted).
+# Docker's runc for the Docker cases). vessel's default is warm start (the container's VM
+# restored from a template snapshot instead of booted; the warm-up run makes the template):
+# the podman and Docker vessel cases use it, "podman + vessel, cold" and "vessel run" boot
+# (VESSEL_WARM_START=0), "vessel run, warm start" restores.
 # Usage (on a PVM host via the harness, as root):
 #   tests/harness/maybe-nested -- benchmarks/oci_bench.sh
 # VESSEL_BIN (default build/vessel), BENCH_RUNS (default 5).
@@ -53,11 +55,15 @@ measure() {  # name, command...
 measure runc pm --runtime "$(command -v runc)" run --rm localhost/busybox:bench true
 measure crun pm --runtime "$(command -v crun)" run --rm localhost/busybox:bench true
 measure vessel pm --runtime "$vessel" run --rm localhost/busybox:bench true
-measure vessel-run sh -c "'$vessel' --root '$work/state' run -b '$work/bundle' bench\$\$"
-# Warm start: the same run restored from the template (the warm-up run makes it).
+# conmon does not pass its environment on: a wrapper turns warm start off.
+printf '#!/bin/sh\nVESSEL_WARM_START=0 exec %s "$@"\n' "$vessel" >"$work/vessel-cold"
+chmod +x "$work/vessel-cold"
+measure vessel-cold pm --runtime "$work/vessel-cold" run --rm localhost/busybox:bench true
+measure vessel-run env VESSEL_WARM_START=0 \
+    sh -c "'$vessel' --root '$work/state' run -b '$work/bundle' bench\$\$"
 measure vessel-run-warm env VESSEL_WARM_START=1 VESSEL_TEMPLATE_DIR="$work/templates" \
     sh -c "'$vessel' --root '$work/state' run -b '$work/bundle' bench\$\$"
-cases="runc crun vessel vessel-run vessel-run-warm"
+cases="runc crun vessel vessel-cold vessel-run vessel-run-warm"
 if [[ $with_docker == 1 ]]; then
     dk_start "$vessel" "$work/dk"
     tar -C "$rootfs" -c . | dk import - busybox:bench >/dev/null
@@ -72,9 +78,10 @@ for c in $cases; do
     base=$(cat "$work/runc.ms")
     [[ $c == docker-* ]] && base=$(cat "$work/docker-runc.ms")
     label=$c
-    [[ $c == vessel ]] && label="podman + vessel"
+    [[ $c == vessel ]] && label="podman + vessel (warm)"
+    [[ $c == vessel-cold ]] && label="podman + vessel, cold"
     [[ $c == runc || $c == crun ]] && label="podman + $c"
-    [[ $c == vessel-run ]] && label="vessel run (no podman)"
+    [[ $c == vessel-run ]] && label="vessel run, cold (no podman)"
     [[ $c == vessel-run-warm ]] && label="vessel run, warm start"
     [[ $c == docker-* ]] && label="docker + ${c#docker-}"
     printf '%-28s %10s %10s\n' "$label" "$ms" "$(awk -v a="$ms" -v b="$base" 'BEGIN {printf "%.2fx", a / b}')"

@@ -166,8 +166,10 @@ int run_vmm(const VmmOptions& o) {
     // Read before the jail scrubs the environment (docs/runtime.md).
     const char* no_seccomp_env = std::getenv("VESSEL_NO_SECCOMP");
     const bool no_seccomp = no_seccomp_env && *no_seccomp_env && std::strcmp(no_seccomp_env, "0");
+    // Warm start is the default; VESSEL_WARM_START=0 (or the annotation) turns it off.
     const char* warm_env = std::getenv("VESSEL_WARM_START");
-    const bool warm_default = warm_env && *warm_env && std::strcmp(warm_env, "0");
+    const bool warm_env_set = warm_env && *warm_env;
+    const bool warm_default = !warm_env_set || std::strcmp(warm_env, "0") != 0;
     // Forwarded signals go to the container's process (or stop a container not yet
     // started): blocked before any thread exists, read from a signalfd.
     sigset_t mask;
@@ -264,6 +266,9 @@ int run_vmm(const VmmOptions& o) {
         // Warm start (runtime/container/warm.h): templates have a disk, at most one NIC and
         // vsock, like the containers they serve.
         warm = plan.warm_start.value_or(warm_default) && nets.size() <= 1;
+        // Asked for (annotation or environment), a template that cannot be made fails the
+        // create; by default the container boots cold instead.
+        const bool warm_asked = plan.warm_start.has_value() || warm_env_set;
         virtio::vsock::VsockOptions vo;
         vo.guest_cid = cid->cid();
         vsock_path = paths.vsock;
@@ -286,15 +291,25 @@ int run_vmm(const VmmOptions& o) {
             const WarmKey key{cfg.kernel, default_initrd(), plan.memory_mib, plan.vcpus,
                               !nets.empty()};
             const std::string tdir = template_dir(key);
-            ensure_template(key, tdir);
-            tmpl_snap = tdir + "/snap";
-            tmpl = snapshot::load(tmpl_snap);
-            const size_t n = tmpl->devices.size();
-            if (n != 2 + nets.size() || tmpl->devices[0].kind != "block" ||
-                (!nets.empty() && tmpl->devices[1].kind != "net") ||
-                tmpl->devices[n - 1].kind != "vsock")
-                throw std::runtime_error("warm-start template " + tdir +
-                                         " does not have the container's devices");
+            try {
+                ensure_template(key, tdir);
+                tmpl_snap = tdir + "/snap";
+                tmpl = snapshot::load(tmpl_snap);
+                const size_t n = tmpl->devices.size();
+                if (n != 2 + nets.size() || tmpl->devices[0].kind != "block" ||
+                    (!nets.empty() && tmpl->devices[1].kind != "net") ||
+                    tmpl->devices[n - 1].kind != "vsock")
+                    throw std::runtime_error("warm-start template " + tdir +
+                                             " does not have the container's devices");
+            } catch (const std::exception& e) {
+                if (warm_asked) throw;
+                log_warning("container " + o.id + ": warm start: " + e.what() +
+                            "; booting instead");
+                warm = false;
+                tmpl.reset();
+            }
+        }
+        if (warm) {
             // The guest learns its address here instead of from the kernel's ip= parameter.
             if (!nets.empty())
                 warm_identity.interfaces = {interface_identity("eth0", nets.front().guest())};

@@ -165,18 +165,24 @@ v kill w5 TERM
 for _ in $(seq 100); do alive "$(cat "$work/wpid")" || break; sleep 0.1; done
 check warm-kill-handled "started got TERM" "$(tr '\n' ' ' <"$work/w5.out" | sed 's/ $//')"
 v delete w5; check warm-delete 0 "$?"
-# Without the annotation, VESSEL_WARM_START=1 is the default.
+# Without the annotation warm start is the default; VESSEL_WARM_START=0 turns it off, and
+# the annotation wins over the environment.
 mkbundle "$work/w6" "c['process']['args'] = ['hostname']"
-out=$(VESSEL_WARM_START=1 "$vessel" --root "$root" --debug --log "$work/w6.log" run -b "$work/w6" w6 2>/dev/null)
-check warm-by-env "runc:1" "$out:$(grep -c 'restoring the warm-start template' "$work/w6.log")"
+out=$("$vessel" --root "$root" --debug --log "$work/w6.log" run -b "$work/w6" w6 2>/dev/null)
+check warm-by-default "runc:1" "$out:$(grep -c 'restoring the warm-start template' "$work/w6.log")"
+out=$(VESSEL_WARM_START=0 "$vessel" --root "$root" --debug --log "$work/w6c.log" run -b "$work/w6" w6c 2>/dev/null)
+check cold-by-env "runc:0" "$out:$(grep -c 'restoring the warm-start template' "$work/w6c.log")"
 mkbundle "$work/w7" "c['annotations'] = {'io.vessel.warm-start': 'false'}; c['process']['args'] = ['true']"
 VESSEL_WARM_START=1 "$vessel" --root "$root" --debug --log "$work/w7.log" run -b "$work/w7" w7 >/dev/null 2>&1
 check warm-annotation-false-boots "0" "$(grep -c 'restoring the warm-start template' "$work/w7.log")"
-# A template that cannot be made fails create with the reason and leaves nothing.
+# A template that cannot be made: asked for (annotation), create fails with the reason and
+# leaves nothing; by default the container boots instead, with a warning in the log.
 mkdir -p "$work/ro" && touch "$work/ro/file"
 out=$(VESSEL_TEMPLATE_DIR=$work/ro/file v run -b "$work/w1" w8 2>&1); rc=$?
 [[ $rc != 0 && $out == *"$work/ro/file"* ]] && ok warm-bad-template-dir || bad warm-bad-template-dir "$rc: $out"
 check warm-bad-template-leaves-nothing "" "$(v list -q)"
+out=$(VESSEL_TEMPLATE_DIR=$work/ro/file "$vessel" --root "$root" --log "$work/w9.log" run -b "$work/w6" w9 2>/dev/null); rc=$?
+check default-bad-template-boots "0:runc:1" "$rc:$out:$(grep -c 'booting instead' "$work/w9.log")"
 unset VESSEL_TEMPLATE_DIR
 
 echo "pass=$pass fail=$fail (lifecycle)"
@@ -211,12 +217,12 @@ if [[ -n ${VESSEL_NO_SECCOMP:-} ]]; then
     chmod +x "$work/bin/vessel"
     rt_vessel=$work/bin/vessel
 fi
-# The same checks with warm start: every container restored from a template (the first of
-# each memory size makes it) instead of booted.
+# vessel's default is warm start (every container restored from a template; the first of
+# each memory size makes it); the same checks again with cold boots.
 mkdir -p "$work/bin"
-printf '#!/bin/sh\nVESSEL_WARM_START=1 VESSEL_TEMPLATE_DIR=%s exec %s "$@"\n' "$work/podman-templates" "$rt_vessel" >"$work/bin/vessel-warm"
-chmod +x "$work/bin/vessel-warm"
-for rt in runc "$rt_vessel" "$work/bin/vessel-warm"; do
+printf '#!/bin/sh\nVESSEL_WARM_START=0 exec %s "$@"\n' "$rt_vessel" >"$work/bin/vessel-cold"
+chmod +x "$work/bin/vessel-cold"
+for rt in runc "$rt_vessel" "$work/bin/vessel-cold"; do
     n=$(basename "$rt")
     r=(--runtime "$rt")
     check "podman[$n] run echo" hi "$(pm "${r[@]}" run --rm localhost/busybox:e2e echo hi 2>&1)"

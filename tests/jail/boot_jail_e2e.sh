@@ -41,7 +41,7 @@ check "disk written in the jail" sh -c "debugfs -R 'cat /new' '$tmp/root.img' 2>
 
 # The jailed child's supervisor thread (Machine::run) runs under its own seccomp filter: the
 # selftest hook makes it open an IP socket, and the VMM dies by SIGSYS (159) before the guest
-# runs; a terminal session's raw mode is put back by that confined thread too.
+# runs.
 out=$(VESSEL_SECCOMP_SELFTEST=supervisor "$vessel" boot --jail --disk "$tmp/root.img,root" -- \
     /bin/sh -c 'echo ran' 2>&1)
 rc=$?

@@ -175,8 +175,10 @@ class Muxer {
     std::deque<uint64_t> data_q_;                // connections with host data to send
     std::deque<PacketHeader> orphan_rsts_;       // RSTs for packets with no connection
     // Popped RX buffers not used yet, in pop order: used in that order, the used buffers are
-    // always the first ones popped, so a snapshot can hand the rest back to the guest by
-    // rewinding the queue to its used count (snapshot/vm_snapshot.cc).
+    // the first ones popped, so a snapshot can hand the rest back to the guest by rewinding
+    // the queue to its used count (snapshot/vm_snapshot.cc). One exception: a buffer with no
+    // payload room waits here for a control packet while later ones carry data (Linux never
+    // posts such buffers; a guest that does may lose RX buffers across a restore).
     std::deque<RxBuffer> spare_;
     uint64_t rx_popped_ = 0;
     uint64_t next_id_ = 1;

@@ -91,6 +91,7 @@ struct Process {
     UniqueFd pidfd;
     bool tty = false;
     bool kill_group = false;
+    bool detachable = false;
     std::vector<std::string> argv;
     std::uint64_t owner = 0;  // connection carrying the streams; 0 once it is gone
     InStream in;
@@ -239,6 +240,17 @@ struct Agent::Impl {
         close_output(p, 0, false);
         close_output(p, 1, false);
         p.owner = 0;
+    }
+
+    // A detachable process's connection is gone (a restore resets every vsock connection):
+    // its pipes stay open and unread, with no credit, until a connection attaches.
+    void orphan(Process& p) {
+        p.owner = 0;
+        p.owner_waited = false;
+        p.in.allowed = 0;
+        p.in.unreported = 0;
+        p.out[0].credit = 0;
+        p.out[1].credit = 0;
     }
 
     void reap(Process& p) {
@@ -442,6 +454,7 @@ struct Agent::Impl {
         p.pidfd = std::move(sp->pidfd);
         p.tty = spec->tty;
         p.kill_group = spec->kill_group_on_exit;
+        p.detachable = spec->detachable;
         p.argv = spec->argv;
         p.owner = c.id;
         p.in.fd = std::move(sp->stdin_fd);
@@ -545,9 +558,37 @@ struct Agent::Impl {
         for (const auto& [id, p] : procs) {
             ProcessInfo info{id, p.pid, p.argv, p.tty, !p.exited, std::nullopt};
             if (p.exited) info.exit = p.status;
+            info.attachable = p.detachable && p.owner == 0;
             list.push_back(info_to_json(info));
         }
         respond(c, rid, {{"processes", std::move(list)}});
+    }
+
+    // This connection takes over the streams of a detachable process whose own connection is
+    // gone; the host learns what each stream is like as after a start.
+    void op_attach(Conn& c, std::uint32_t rid, const Json& req) {
+        Process* p = find_proc(c, rid, req);
+        if (!p) return;
+        if (!p->detachable || p->owner != 0) {
+            respond_error(c, rid, err::kNotAttachable,
+                          "process " + std::to_string(p->id) +
+                              (p->detachable ? " is attached to a connection"
+                                             : " was not started detachable"));
+            return;
+        }
+        p->owner = c.id;
+        p->owner_waited = false;
+        respond(c, rid, {{"id", p->id}, {"pid", p->pid}, {"tty", p->tty}});
+        if (p->in.fd && !p->in.eof_requested) {
+            p->in.allowed = kStdinWindow;
+            append_credit(c.out, kStdin, p->id, kStdinWindow);
+        } else {
+            append_frame(c.out, FrameType::Eof, kStdin, p->id, {});
+        }
+        for (int s = 0; s < 2; ++s)
+            if (!p->out[s].fd)
+                append_frame(c.out, FrameType::Eof, static_cast<std::uint8_t>(kStdout + s), p->id,
+                             {});
     }
 
     void op_identity(Conn& c, std::uint32_t rid, const Json& req) {
@@ -642,6 +683,7 @@ struct Agent::Impl {
         if (op == "wait") return op_wait(c, rid, *req);
         if (op == "resize") return op_resize(c, rid, *req);
         if (op == "list") return op_list(c, rid);
+        if (op == "attach") return op_attach(c, rid, *req);
         if (op == "shutdown") return op_shutdown(c, rid, *req);
         if (op == "identity") return op_identity(c, rid, *req);
         if (op == "root") return op_root(c, rid, *req);
@@ -774,7 +816,7 @@ struct Agent::Impl {
             }
             const std::uint64_t id = it->first;
             for (auto& [pid, p] : procs) {
-                if (p.owner == id) detach(p);
+                if (p.owner == id) p.detachable ? orphan(p) : detach(p);
                 std::erase_if(p.waiters, [id](const Waiter& w) { return w.conn == id; });
             }
             it = conns.erase(it);

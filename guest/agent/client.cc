@@ -339,6 +339,17 @@ Started Client::start(const ProcessSpec& spec) {
     return *s;
 }
 
+Started Client::attach(std::uint32_t id) {
+    const Json reply = call({{"op", "attach"}, {"id", id}}, true, PendingKind::kStart);
+    const auto s = parse_started(reply);
+    if (!s || s->id != id) {
+        fail("malformed attach response");
+        check();
+    }
+    flush();
+    return *s;
+}
+
 void Client::signal(std::uint32_t id, int sig, bool group) {
     call({{"op", "signal"}, {"id", id}, {"signal", sig}, {"group", group}});
 }

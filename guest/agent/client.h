@@ -73,6 +73,9 @@ class Client {
     // and an unread pipe, wait() on a process that writes more than the window without
     // anyone consuming or discarding its output blocks for good: use run() or wait_async().
     Started start(const ProcessSpec& spec);
+    // Takes over the streams of a detachable process whose connection is gone (AgentError
+    // "not_attachable" otherwise); its streams then work as after start().
+    Started attach(std::uint32_t id);
     void signal(std::uint32_t id, int sig, bool group = false);
     void resize(std::uint32_t id, std::uint16_t rows, std::uint16_t cols);
     ExitStatus wait(std::uint32_t id);  // no timeout
@@ -172,6 +175,9 @@ struct RunOptions {
     std::string error_prefix = "vessel: ";  // for the exec failure message on err_fd
     // Called once the agent has started the process, before any stdio is relayed.
     std::function<void()> on_started{};
+    // Non-zero: attach to this detachable process instead of starting `spec` (its argv, tty
+    // and window size still say how to relay it).
+    std::uint32_t attach_id = 0;
     // Exec failures throw the agent's AgentError ("exec_failed") instead of being reported
     // as status 127/126 (the container runtime's `start` fails instead, as runc's does).
     bool throw_exec_failure = false;

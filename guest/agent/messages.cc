@@ -347,6 +347,7 @@ Json spec_to_json(const ProcessSpec& s) {
     if (s.stdout_mode != StdioMode::kPipe) p["stdout"] = stdio_name(s.stdout_mode);
     if (s.stderr_mode != StdioMode::kPipe) p["stderr"] = stdio_name(s.stderr_mode);
     if (s.kill_group_on_exit) p["kill_group_on_exit"] = true;
+    if (s.detachable) p["detachable"] = true;
     try {
         // Validates UTF-8 now, so a bad string is the caller's error and not a broken frame.
         (void)p.dump();
@@ -396,6 +397,7 @@ std::optional<ProcessSpec> spec_from_json(const Json& j, std::string* error) {
     stdio_field(f, "stdout", s.stdout_mode);
     stdio_field(f, "stderr", s.stderr_mode);
     f.boolean("kill_group_on_exit", s.kill_group_on_exit);
+    f.boolean("detachable", s.detachable);
     if (!f.ok()) return std::nullopt;
     return s;
 }
@@ -436,6 +438,7 @@ Json info_to_json(const ProcessInfo& p) {
               {"tty", p.tty},
               {"state", p.running ? "running" : "exited"}};
     if (p.exit) j["exit"] = exit_to_json(*p.exit);
+    if (p.attachable) j["attachable"] = true;
     return j;
 }
 
@@ -449,6 +452,7 @@ std::optional<ProcessInfo> info_from_json(const Json& j, std::string* error) {
     f.strings("argv", p.argv, kMaxArgs);
     f.boolean("tty", p.tty);
     f.str("state", state, 16, true);
+    f.boolean("attachable", p.attachable);
     if (f.ok() && state != "running" && state != "exited")
         f.fail_key("state", "must be \"running\" or \"exited\"");
     if (const Json* e = f.find("exit")) {

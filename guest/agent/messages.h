@@ -30,6 +30,7 @@ inline constexpr std::string_view kShuttingDown = "shutting_down";
 inline constexpr std::string_view kProtocol = "protocol";
 inline constexpr std::string_view kIdentityFailed = "identity_failed";
 inline constexpr std::string_view kRootFailed = "root_failed";
+inline constexpr std::string_view kNotAttachable = "not_attachable";
 }  // namespace err
 
 // Parses text as a JSON object within check_json_limits(); nullopt and a reason otherwise.

@@ -103,7 +103,7 @@ ExitStatus run(Client& client, const ProcessSpec& spec_in, int in_fd, int out_fd
 
     Started proc;
     try {
-        proc = client.start(spec);
+        proc = options.attach_id ? client.attach(options.attach_id) : client.start(spec);
     } catch (const AgentError& e) {
         if (e.code() != "exec_failed" || options.throw_exec_failure) throw;
         if (err_fd >= 0) write_all_best_effort(err_fd, options.error_prefix + e.what() + "\n");

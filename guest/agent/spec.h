@@ -46,6 +46,9 @@ struct ProcessSpec {
     StdioMode stdout_mode = StdioMode::kPipe;
     StdioMode stderr_mode = StdioMode::kPipe;
     bool kill_group_on_exit = false;  // SIGKILL the process group once the leader exits
+    // When the connection that started it closes, its streams wait (unread) for an `attach`
+    // instead of being closed: a container's process across a checkpoint and restore.
+    bool detachable = false;
 
     bool operator==(const ProcessSpec&) const = default;
 };
@@ -66,6 +69,7 @@ struct ProcessInfo {
     bool tty = false;
     bool running = false;
     std::optional<ExitStatus> exit{};  // set once it has ended
+    bool attachable = false;           // detachable, and no connection carries its streams
 };
 
 // A restored VM's new identity (a clone of a snapshot must not share its template's): the

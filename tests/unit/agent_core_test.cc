@@ -357,6 +357,74 @@ TEST(AgentCore, DisconnectClosesStreamsAndStatusStaysWaitable) {
     EXPECT_TRUE(c2->list().empty());
 }
 
+// A container's process across a checkpoint and restore: its connection goes, another
+// takes over its streams, and nothing it wrote or was sent in between is lost.
+TEST(AgentCore, DetachableProcessKeepsItsStreamsForAnAttach) {
+    AgentThread a;
+    std::uint32_t id;
+    {
+        auto c1 = a.client();
+        ProcessSpec s = sh("echo one; read x; echo \"got $x\"; echo two >&2; read y; exit 3");
+        s.detachable = true;
+        id = c1->start(s).id;
+        read_until(*c1, id, "one");
+    }  // connection closed: the process keeps running, blocked on its stdin
+    auto c2 = a.client();
+    std::vector<ProcessInfo> procs;
+    for (int i = 0; i < 200; ++i) {
+        procs = c2->list();
+        if (procs.size() == 1 && procs[0].attachable) break;
+        std::this_thread::sleep_for(10ms);
+    }
+    ASSERT_EQ(procs.size(), 1u);
+    EXPECT_TRUE(procs[0].attachable);
+    EXPECT_TRUE(procs[0].running);
+    EXPECT_EQ(c2->attach(id).id, id);
+    EXPECT_FALSE(c2->list()[0].attachable);
+    // A second connection cannot take the streams away from a live one.
+    auto c3 = a.client();
+    try {
+        c3->attach(id);
+        ADD_FAILURE() << "attached twice";
+    } catch (const AgentError& e) {
+        EXPECT_EQ(e.code(), "not_attachable");
+    }
+    EXPECT_EQ(c2->write_stdin(id, "hello\n"), 6u);
+    read_until(*c2, id, "got hello");
+    c2->write_stdin(id, "bye\n");
+    const auto o = collect(*c2, id);
+    EXPECT_EQ(o.err, "two\n");
+    EXPECT_EQ(o.status.status, 3);
+}
+
+TEST(AgentCore, AttachNeedsADetachableProcessWithoutConnection) {
+    AgentThread a;
+    auto c1 = a.client();
+    const Started plain = c1->start(sh("read x"));
+    ProcessSpec s = sh("read x");
+    s.detachable = true;
+    const Started held = c1->start(s);
+    auto c2 = a.client();
+    for (const std::uint32_t id : {plain.id, held.id}) {
+        try {
+            c2->attach(id);
+            ADD_FAILURE() << "attached to " << id;
+        } catch (const AgentError& e) {
+            EXPECT_EQ(e.code(), "not_attachable") << e.what();
+        }
+    }
+    try {
+        c2->attach(999);
+        ADD_FAILURE() << "attached to an unknown process";
+    } catch (const AgentError& e) {
+        EXPECT_EQ(e.code(), "not_found");
+    }
+    c1->close_stdin(plain.id);
+    c1->close_stdin(held.id);
+    EXPECT_EQ(collect(*c1, plain.id).status.status, 1);
+    EXPECT_EQ(collect(*c1, held.id).status.status, 1);
+}
+
 TEST(AgentCore, DisconnectHangsUpATerminal) {
     AgentThread a;
     std::uint32_t id;

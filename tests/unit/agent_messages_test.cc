@@ -26,6 +26,7 @@ ProcessSpec full_spec() {
     s.cols = 80;
     s.stdin_mode = StdioMode::kNull;
     s.kill_group_on_exit = true;
+    s.detachable = true;
     return s;
 }
 
@@ -146,6 +147,9 @@ TEST(AgentMessages, ProcessInfo) {
     EXPECT_TRUE(back->tty);
     EXPECT_FALSE(back->running);
     EXPECT_EQ(back->exit, p.exit);
+    EXPECT_FALSE(back->attachable);
+    p.attachable = true;
+    EXPECT_TRUE(info_from_json(Json::parse(dump(info_to_json(p))), &why)->attachable);
     EXPECT_FALSE(info_from_json({{"id", 1}, {"pid", 1}, {"state", "zombie"}}, &why));
 }
 

@@ -236,6 +236,7 @@ void make_devices(const std::vector<snapshot::DeviceRecord>& records, const Plan
 }  // namespace
 
 int cmd_restore(Args args) {
+    if (is_container_restore(args)) return cmd_oci_restore(args);
     const auto t_start = Clock::now();
     std::string dir_arg, id_socket, console_log, hostname, cwd;
     bool no_seccomp = false, timing = false, copy_memory = false, track_dirty = false;

@@ -31,6 +31,9 @@ int cmd_oci_resume(Args args);
 int cmd_oci_events(Args args);
 int cmd_oci_features(Args args);
 int cmd_oci_update(Args args);
+int cmd_oci_checkpoint(Args args);  // oci_checkpoint.cc
+int cmd_oci_restore(Args args);     // oci_restore.cc: restore --image-path
+bool is_container_restore(Args args);
 int cmd_oci_vmm(Args args);  // hidden: the container's VMM process
 
 // Shared helpers.

@@ -28,7 +28,9 @@ const Command kCommands[] = {
      "manage guest networks (bridge, NAT, addresses): vessel network create|ls|inspect|rm"},
     {"snapshot", cmd_snapshot,
      "snapshots of running VMs: vessel snapshot create ID DIR | ls | rm NAME"},
-    {"restore", cmd_restore, "run a VM from a snapshot: vessel restore [OPTIONS] DIR"},
+    {"restore", cmd_restore,
+     "run a VM from a snapshot: vessel restore [OPTIONS] DIR; a container from a checkpoint: "
+     "restore --image-path DIR [--bundle B] [--detach] ID"},
     // The OCI runtime (runc's command line; global flags go before the command).
     {"create", cmd_oci_create, "create a container from an OCI bundle: create [--bundle DIR] ID"},
     {"start", cmd_oci_start, "start a created container's process: start ID"},
@@ -44,6 +46,8 @@ const Command kCommands[] = {
     {"events", cmd_oci_events, "resource usage of a container: events [--stats] ID"},
     {"features", cmd_oci_features, "print the OCI features document"},
     {"update", cmd_oci_update, "change a container's resources (fixed for a VM): update ID"},
+    {"checkpoint", cmd_oci_checkpoint,
+     "save a running container's VM: checkpoint --image-path DIR [--leave-running] ID"},
 };
 
 // Not listed in --help.

@@ -20,6 +20,8 @@ PKGS=(
   iproute2 nftables iperf3 socat
   # OCI runtime acceptance: podman with runc and crun as the peers (issue 6)
   podman runc crun conmon catatonit uidmap containernetworking-plugins
+  # podman container checkpoint/restore checks for CRIU before it asks the runtime
+  criu
   # Docker path of issue 6 (dockerd + containerd + runc shim) and the debootstrapped image
   docker.io debootstrap
 )

@@ -17,4 +17,14 @@ ctest --test-dir build --output-on-failure || status=1
 # under ASan in oci_cli, and the VMM's in the e2e suite.
 echo "== tests (ASan/UBSan)"
 ctest --test-dir build-asan --output-on-failure -LE containers || status=1
+if [[ $status != 0 ]]; then
+    # CI keeps only the end of the log: repeat what failed, and where, last.
+    echo "== failures"
+    for b in build build-asan; do
+        log=$b/Testing/Temporary/LastTest.log
+        [[ -f $log ]] || continue
+        grep -E '^\[  FAILED  \]|^FAIL |^[^ ]*\.(cc|c|h):[0-9]+: Failure|^Expected|^  Actual|Which is|^Value of' "$log" |
+            tail -40 | sed "s|^|$b: |"
+    done
+fi
 exit $status

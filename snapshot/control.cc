@@ -143,29 +143,40 @@ bool socket_is_live(const std::string& path) {
     return s && ::connect(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
 }
 
+UniqueFd ControlServer::listen_at(const std::string& path) {
+    sockaddr_un a = unix_addr(path);
+    if (socket_is_live(path))
+        throw std::system_error(EADDRINUSE, std::generic_category(),
+                                "control socket " + path + " is in use by a running VM");
+    ::unlink(path.c_str());  // stale, from a VMM that was killed
+    if (size_t slash = path.rfind('/'); slash != std::string::npos && slash > 0)
+        ::mkdir(path.substr(0, slash).c_str(), 0700);  // the runtime dir may not exist yet
+    UniqueFd l(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!l) throw_errno("creating control socket");
+    if (::bind(l.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
+        throw_errno("binding control socket " + path);
+    if (::listen(l.get(), 4) != 0) {
+        int e = errno;
+        ::unlink(path.c_str());
+        throw_errno("listening on control socket " + path, e);
+    }
+    return l;
+}
+
 ControlServer::ControlServer(std::string path, vmm::Machine& m, std::vector<AttachedDevice> devices,
                              json meta, std::string restored_from)
+    : ControlServer(listen_at(path), path, m, std::move(devices), std::move(meta),
+                    std::move(restored_from)) {}
+
+ControlServer::ControlServer(UniqueFd listening, std::string path, vmm::Machine& m,
+                             std::vector<AttachedDevice> devices, json meta,
+                             std::string restored_from)
     : path_(std::move(path)),
       m_(m),
       devices_(std::move(devices)),
       meta_(std::move(meta)),
-      last_snapshot_(std::move(restored_from)) {
-    sockaddr_un a = unix_addr(path_);
-    if (socket_is_live(path_))
-        throw std::system_error(EADDRINUSE, std::generic_category(),
-                                "control socket " + path_ + " is in use by a running VM");
-    ::unlink(path_.c_str());  // stale, from a VMM that was killed
-    if (size_t slash = path_.rfind('/'); slash != std::string::npos && slash > 0)
-        ::mkdir(path_.substr(0, slash).c_str(), 0700);  // the runtime dir may not exist yet
-    listen_ = UniqueFd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (!listen_) throw_errno("creating control socket");
-    if (::bind(listen_.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
-        throw_errno("binding control socket " + path_);
-    if (::listen(listen_.get(), 4) != 0) {
-        int e = errno;
-        ::unlink(path_.c_str());
-        throw_errno("listening on control socket " + path_, e);
-    }
+      last_snapshot_(std::move(restored_from)),
+      listen_(std::move(listening)) {
     stop_ = make_eventfd("creating the control socket's stop eventfd");
     thread_ = std::thread([this] { serve(); });
 }

@@ -32,6 +32,13 @@ class ControlServer {
     // `restored_from`: the snapshot directory the machine was restored from (absolute), if any.
     ControlServer(std::string path, vmm::Machine& m, std::vector<AttachedDevice> devices,
                   nlohmann::json meta, std::string restored_from = {});
+    // Serves a socket bound earlier with listen_at() (a jailed VMM binds before it enters
+    // the jail and starts its threads after).
+    ControlServer(UniqueFd listening, std::string path, vmm::Machine& m,
+                  std::vector<AttachedDevice> devices, nlohmann::json meta,
+                  std::string restored_from = {});
+    // Binds and listens on `path` as the first constructor does.
+    static UniqueFd listen_at(const std::string& path);
     ~ControlServer();
     ControlServer(const ControlServer&) = delete;
     ControlServer& operator=(const ControlServer&) = delete;

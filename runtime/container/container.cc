@@ -13,6 +13,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <stdexcept>
 #include <system_error>
@@ -27,18 +28,22 @@ extern char** environ;
 namespace vessel::container {
 
 Paths Paths::of(const std::string& dir) {
-    Paths p{dir, dir + "/rootfs.img", dir + "/vsock.sock", dir + "/control.sock", ""};
-    // The vsock listener leaves room for "_PORT" (connections the guest opens).
-    if (p.vsock.size() <= virtio::vsock::max_uds_path_length() &&
-        p.control.size() < sizeof(sockaddr_un::sun_path))
-        return p;
+    Paths p{
+        dir, dir + "/rootfs.img", dir + "/vsock.sock", dir + "/control.sock", dir + "/api.sock", "",
+        ""};
     uint64_t h = 14695981039346656037ull;  // FNV-1a 64
     for (unsigned char c : dir) h = (h ^ c) * 1099511628211ull;
     char hex[17];
     std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+    p.checkpoint = checkpoint_base() + "/" + hex;
+    // The vsock listener leaves room for "_PORT" (connections the guest opens).
+    if (p.vsock.size() <= virtio::vsock::max_uds_path_length() &&
+        p.control.size() < sizeof(sockaddr_un::sun_path))
+        return p;
     p.sock_dir = vsock_runtime_dir() + "/s/" + hex;
     p.vsock = p.sock_dir + "/vsock.sock";
     p.control = p.sock_dir + "/control.sock";
+    p.api = p.sock_dir + "/api.sock";
     return p;
 }
 
@@ -46,7 +51,17 @@ void Paths::remove_sock_dir() const {
     if (sock_dir.empty()) return;
     ::unlink(vsock.c_str());
     ::unlink(control.c_str());
+    ::unlink(api.c_str());
     ::rmdir(sock_dir.c_str());
+}
+
+void Paths::remove_checkpoint_dir() const {
+    std::error_code ec;
+    std::filesystem::remove_all(checkpoint, ec);
+}
+
+std::string checkpoint_base() {
+    return ::geteuid() == 0 ? "/var/lib/vessel/checkpoints" : cache_dir() + "/checkpoints";
 }
 
 oci::StateStore state_store() {

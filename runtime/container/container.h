@@ -30,14 +30,23 @@ struct Paths {
     std::string image;    // rootfs.img: the container's root disk
     std::string vsock;    // vsock.sock: the VM's vsock device (agent at kDefaultAgentPort)
     std::string control;  // control.sock: `start` requests
+    std::string api;      // api.sock: the VM's snapshot control socket (`checkpoint`)
+    // Where the VMM writes a checkpoint (exposed to its jail, owned by the jail's uid), for
+    // `checkpoint` to move to --image-path: disk-backed (guest memory must not land in a
+    // tmpfs charged to the VMM's cgroup), CHECKPOINT_BASE/HASH.
+    std::string checkpoint;
     // sockaddr_un holds 107 bytes, and Docker's --root (/run/docker/runtime-NAME/moby) with
     // a 64-character id makes ROOT/ID/vsock.sock longer: then the two sockets live in
     // sock_dir, RUNTIME_DIR/s/HASH (a hash of ROOT/ID), made by the VMM and removed with
     // the container. Empty when they fit in ROOT/ID.
     std::string sock_dir;
     static Paths of(const std::string& container_dir);
-    void remove_sock_dir() const;  // the sockets and sock_dir, if any; never throws
+    void remove_sock_dir() const;        // the sockets and sock_dir, if any; never throws
+    void remove_checkpoint_dir() const;  // never throws
 };
+
+// /var/lib/vessel/checkpoints as root, else the cache directory's checkpoints/.
+std::string checkpoint_base();
 
 oci::StateStore state_store();  // at --root, or the default root
 
@@ -71,6 +80,9 @@ std::string vsock_runtime_dir();  // where CID leases live (shared with `vessel 
 struct VmmOptions {
     std::string id;
     int ready_fd = -1;
+    // A checkpoint's snapshot (`vessel restore --image-path`): the VM is restored from it and
+    // the container's process, already running, is attached to instead of started.
+    std::string restore_dir;
 };
 int run_vmm(const VmmOptions& o);
 

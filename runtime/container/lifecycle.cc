@@ -13,8 +13,12 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <optional>
 #include <thread>
+
+#include <nlohmann/json.hpp>
 
 #include "guest/agent/client.h"
 #include "guest/init/protocol.h"
@@ -25,6 +29,9 @@
 #include "runtime/container/globals.h"
 #include "runtime/container/hooks.h"
 #include "runtime/jail/jail.h"
+#include "snapshot/control.h"
+#include "snapshot/disk_copy.h"
+#include "snapshot/snapshot.h"
 #include "vmm/fd.h"
 
 namespace vessel::container {
@@ -161,9 +168,13 @@ bool wait_gone(pid_t pid, uint64_t start, int ms) {
 
 pid_t create_container(const CreateOptions& o) {
     oci::validate_container_id(o.id);
+    const std::string restore_dir = o.restore_dir.empty() ? "" : absolute(o.restore_dir);
+    const bool restoring = !restore_dir.empty();
+    std::optional<CheckpointManifest> checkpoint;
+    if (restoring) checkpoint = read_checkpoint(restore_dir);
     const oci::Bundle bundle = oci::load_bundle(absolute(o.bundle));
     const oci::VmPlan plan = oci::plan_vm(bundle);
-    check_process_binary(bundle, plan);
+    if (!restoring) check_process_binary(bundle, plan);
     for (const std::string& w : bundle.spec.warnings) log_warning(w);
     for (const std::string& w : plan.warnings) log_warning(w);
     // The VMM jails itself (runtime/jail); its PID namespace is made here, by the fork.
@@ -191,8 +202,14 @@ pid_t create_container(const CreateOptions& o) {
     const Paths paths = Paths::of(lock.dir());
     pid_t pid = 0;
     try {
-        // podman always binds /run/.containerenv: not worth a warning on every create.
-        for (const std::string& w : build_rootfs_image(plan, paths.image)) log_debug(w);
+        if (restoring) {
+            // A copy (a reflink where possible): with `podman container restore --keep` the
+            // checkpoint must stay as it was while the container writes on.
+            snapshot::copy_disk(restore_dir + "/" + checkpoint->disk, paths.image);
+        } else {
+            // podman always binds /run/.containerenv: not worth a warning on every create.
+            for (const std::string& w : build_rootfs_image(plan, paths.image)) log_debug(w);
+        }
 
         std::optional<Pty> pty;
         if (terminal && !o.console_socket.empty()) {
@@ -210,8 +227,10 @@ pid_t create_container(const CreateOptions& o) {
 
         std::vector<std::string> args = {"vessel"};
         for (const std::string& a : global_args()) args.push_back(a);
-        args.insert(args.end(),
-                    {"_container-vmm", "--ready-fd", std::to_string(ready_w.get()), o.id});
+        args.insert(args.end(), {"_container-vmm", "--ready-fd", std::to_string(ready_w.get())});
+        if (restoring)
+            args.insert(args.end(), {"--restore", restore_dir + "/" + checkpoint->snapshot});
+        args.push_back(o.id);
         std::vector<char*> argv;
         for (auto& a : args) argv.push_back(a.data());
         argv.push_back(nullptr);
@@ -250,7 +269,7 @@ pid_t create_container(const CreateOptions& o) {
         }
         if (r != "ok") throw std::runtime_error(r.rfind("error: ", 0) == 0 ? r.substr(7) : r);
 
-        s.status = oci::Status::Created;
+        s.status = restoring ? oci::Status::Running : oci::Status::Created;
         s.vessel = {{"image", paths.image},          {"vsock", paths.vsock},
                     {"control", paths.control},      {"terminal", terminal},
                     {"memory_mib", plan.memory_mib}, {"vcpus", plan.vcpus}};
@@ -264,11 +283,138 @@ pid_t create_container(const CreateOptions& o) {
     } catch (...) {
         if (pid > 0) kill_and_reap(pid);
         paths.remove_sock_dir();
+        paths.remove_checkpoint_dir();
         if (jail_opts) jail::cleanup_container(o.id, bundle.spec.annotations);
         store.remove(std::move(lock));
         throw;
     }
     return pid;
+}
+
+namespace {
+
+constexpr const char kCheckpointFormat[] = "vessel-container-checkpoint";
+constexpr int kCheckpointVersion = 1;
+
+// Moves `from` to `to` (a file or a flat directory of files), copying across file systems.
+void move_path(const std::string& from, const std::string& to) {
+    if (::rename(from.c_str(), to.c_str()) == 0) return;
+    if (errno != EXDEV) throw_errno("moving " + from + " to " + to);
+    struct stat st {};
+    if (::stat(from.c_str(), &st) != 0) throw_errno("stat " + from);
+    if (S_ISDIR(st.st_mode)) {
+        if (::mkdir(to.c_str(), 0700) != 0) throw_errno("creating " + to);
+        for (const auto& e : std::filesystem::directory_iterator(from))
+            snapshot::copy_disk(e.path().string(), to + "/" + e.path().filename().string());
+        std::filesystem::remove_all(from);
+    } else {
+        snapshot::copy_disk(from, to);
+        ::unlink(from.c_str());
+    }
+}
+
+}  // namespace
+
+CheckpointManifest read_checkpoint(const std::string& dir) {
+    const std::string path = dir + "/" + kCheckpointManifest;
+    std::ifstream in(path);
+    if (!in)
+        throw std::runtime_error("no checkpoint in " + dir + " (" + kCheckpointManifest +
+                                 " is missing)");
+    const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || j.value("format", "") != kCheckpointFormat)
+        throw std::runtime_error(path + " is not a vessel checkpoint (made by another runtime?)");
+    if (j.value("version", 0) != kCheckpointVersion)
+        throw std::runtime_error(path + ": checkpoint version " +
+                                 std::to_string(j.value("version", 0)) + ", this vessel reads " +
+                                 std::to_string(kCheckpointVersion));
+    CheckpointManifest m{j.value("container", ""), j.value("snapshot", ""), j.value("disk", "")};
+    for (const std::string* rel : {&m.snapshot, &m.disk})
+        if (rel->empty() || (*rel)[0] == '/' || rel->find("..") != std::string::npos)
+            throw std::runtime_error(path + ": bad snapshot or disk entry");
+    if (::access((dir + "/" + m.disk).c_str(), R_OK) != 0)
+        throw_errno("the checkpoint's root disk " + dir + "/" + m.disk);
+    snapshot::load(dir + "/" + m.snapshot);  // checks sections, checksums and the memory file
+    return m;
+}
+
+uint64_t checkpoint_container(const CheckpointOptions& o) {
+    if (o.image_path.empty()) throw std::runtime_error("checkpoint: --image-path is required");
+    const std::string image = absolute(o.image_path);
+    oci::StateStore store = state_store();
+    std::optional<oci::ContainerLock> lock(store.lock(o.id));
+    oci::State s = lock->read();
+    const oci::Status st = oci::observed_status(s);
+    // A paused container's VMM is stopped (SIGSTOP) and cannot take the request.
+    if (st != oci::Status::Running)
+        throw std::runtime_error("container " + o.id + " is " + std::string(oci::status_name(st)) +
+                                 ": only a running container can be checkpointed" +
+                                 (st == oci::Status::Paused ? " (resume it first)" : ""));
+    const Paths paths = Paths::of(lock->dir());
+    if (!snapshot::socket_is_live(paths.api))
+        throw std::runtime_error("container " + o.id +
+                                 ": its VMM has no snapshot socket (started by an older vessel?)");
+    std::filesystem::create_directories(image);
+    if (::access((image + "/" + kCheckpointManifest).c_str(), F_OK) == 0 ||
+        ::access((image + "/snap").c_str(), F_OK) == 0)
+        throw std::runtime_error(image + " already holds a checkpoint");
+
+    const std::string staging = paths.checkpoint + "/snap";
+    std::filesystem::remove_all(staging);  // from a checkpoint that failed half-way
+    const nlohmann::json req = {{"op", "snapshot"},
+                                {"dir", staging},
+                                // Running on, the disk changes: it is copied here while the VM
+                                // stays paused (the jailed VMM could not read it by path).
+                                {"after", o.leave_running ? "pause" : "stop"}};
+    const nlohmann::json ans = snapshot::control_call(paths.api, req, std::chrono::minutes(10));
+    if (!ans.value("ok", false)) {
+        std::filesystem::remove_all(staging);
+        throw std::runtime_error("checkpoint of " + o.id + ": " + ans.value("error", "failed"));
+    }
+    const std::string disk = "rootfs.img";
+    try {
+        if (!o.leave_running) {
+            // The VM stopped after the snapshot; its disk is final once the VMM is gone.
+            if (!wait_gone(s.pid, s.pid_start_time, 30000))
+                throw std::runtime_error("the VMM did not exit after the checkpoint");
+            move_path(paths.image, image + "/" + disk);
+        } else {
+            std::exception_ptr failed;
+            try {
+                snapshot::copy_disk(paths.image, image + "/" + disk);
+            } catch (...) {
+                failed = std::current_exception();
+            }
+            const nlohmann::json r =
+                snapshot::control_call(paths.api, {{"op", "resume"}}, std::chrono::seconds(30));
+            if (failed) std::rethrow_exception(failed);
+            if (!r.value("ok", false))
+                throw std::runtime_error("resuming after the checkpoint: " +
+                                         r.value("error", "failed"));
+        }
+        move_path(staging, image + "/snap");
+        const nlohmann::json manifest = {{"format", kCheckpointFormat},
+                                         {"version", kCheckpointVersion},
+                                         {"container", o.id},
+                                         {"snapshot", "snap"},
+                                         {"disk", disk},
+                                         {"created", oci::rfc3339_nano_now()}};
+        write_file_atomic(image + "/" + kCheckpointManifest, manifest.dump(2) + "\n");
+    } catch (...) {
+        std::filesystem::remove_all(staging);
+        // A stopped container's disk stays where it got to: it is the only copy.
+        std::error_code ec;
+        if (o.leave_running) std::filesystem::remove(image + "/" + disk, ec);
+        throw;
+    }
+    const uint64_t bytes =
+        ans.value("memory_bytes", uint64_t{0}) + ans.value("disk_bytes", uint64_t{0});
+    if (!o.leave_running) {
+        // As runc: a checkpointed container is gone; `restore` makes it again.
+        lock.reset();
+        delete_container(o.id, false);
+    }
+    return bytes;
 }
 
 void start_container(const std::string& id) {
@@ -326,6 +472,7 @@ bool delete_container(const std::string& id, bool force) {
     const Paths paths = Paths::of(lock->dir());
     store.remove(std::move(*lock));
     paths.remove_sock_dir();
+    paths.remove_checkpoint_dir();
     return true;
 }
 

@@ -3,6 +3,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <string>
 
 #include "oci/state.h"
@@ -18,6 +19,9 @@ struct CreateOptions {
     // `run` in the foreground: the VMM stays in our session and process group (it shares
     // our terminal, and we wait for it); otherwise it gets its own session.
     bool foreground = false;
+    // `restore --image-path`: the root disk and the VM come from this checkpoint directory
+    // (absolute; see checkpoint_container), and the container is running once created.
+    std::string restore_dir;
 };
 
 // Validates the bundle, stores the container, builds its root disk, starts its VMM, waits
@@ -31,6 +35,25 @@ void start_container(const std::string& id);
 // Removes a stopped (or created, or with `force` any) container: kills its VMM, runs the
 // poststop hooks, removes its state directory. Returns false if it did not exist.
 bool delete_container(const std::string& id, bool force);
+
+// `checkpoint`: snapshots the container's VM (memory, devices, root disk) into `image_path`
+// (created if missing; must not hold a checkpoint yet). Without `leave_running` the VM stops
+// and the container is deleted, as runc does. Returns the snapshot's size in bytes.
+struct CheckpointOptions {
+    std::string id;
+    std::string image_path;
+    bool leave_running = false;
+};
+uint64_t checkpoint_container(const CheckpointOptions& o);
+
+// A checkpoint directory: the manifest (named as CRIU's inventory, which engines look for),
+// the VM snapshot, and the root disk as it was. `disk` is relative to the directory.
+inline constexpr const char* kCheckpointManifest = "inventory.img";
+struct CheckpointManifest {
+    std::string container, snapshot, disk;
+};
+// Reads and checks DIR's manifest and snapshot; std::runtime_error names what is wrong.
+CheckpointManifest read_checkpoint(const std::string& dir);
 
 // Sends `sig` to the container's process (all of its processes with `all`).
 void kill_container(const std::string& id, int sig, bool all);

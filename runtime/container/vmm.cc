@@ -15,6 +15,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iterator>
@@ -34,6 +35,7 @@
 #include "runtime/jail/jail.h"
 #include "runtime/network/attachment.h"
 #include "runtime/network/link.h"
+#include "snapshot/control.h"
 #include "snapshot/snapshot.h"
 #include "snapshot/vm_snapshot.h"
 #include "virtio/attach.h"
@@ -179,6 +181,8 @@ int run_vmm(const VmmOptions& o) {
     pthread_sigmask(SIG_BLOCK, &mask, nullptr);
 
     std::optional<vmm::Machine> m;
+    std::optional<snapshot::ControlServer> api;  // destroyed before the machine
+    const bool restoring = !o.restore_dir.empty();
     std::vector<network::NetAttachment> nets;
     std::optional<virtio::vsock::CidLease> cid;
     UniqueFd listener, devnull, container_err;
@@ -197,6 +201,8 @@ int run_vmm(const VmmOptions& o) {
         const oci::Bundle bundle = oci::load_bundle(st.bundle);
         const oci::VmPlan plan = oci::plan_vm(bundle);
         spec = agent_spec(plan.process);
+        // Its streams survive the vsock reset of a restore from a checkpoint (attach).
+        spec.detachable = true;
         // The jail's cgroup first, so that guest memory is charged to it (runtime/jail).
         jail_opts =
             jail::container_options(o.id, bundle.spec.annotations, plan.memory_mib, plan.vcpus);
@@ -265,7 +271,7 @@ int run_vmm(const VmmOptions& o) {
         ::unlink(paths.vsock.c_str());
         // Warm start (runtime/container/warm.h): templates have a disk, at most one NIC and
         // vsock, like the containers they serve.
-        warm = plan.warm_start.value_or(warm_default) && nets.size() <= 1;
+        warm = !restoring && plan.warm_start.value_or(warm_default) && nets.size() <= 1;
         // Asked for (annotation or environment), a template that cannot be made fails the
         // create; by default the container boots cold instead.
         const bool warm_asked = plan.warm_start.has_value() || warm_env_set;
@@ -273,7 +279,7 @@ int run_vmm(const VmmOptions& o) {
         vo.guest_cid = cid->cid();
         vsock_path = paths.vsock;
         vo.uds_path = paths.vsock;
-        if (warm) vo.first_host_port = virtio::vsock::random_host_port_base();
+        if (warm || restoring) vo.first_host_port = virtio::vsock::random_host_port_base();
         auto vsock = std::make_shared<virtio::vsock::VsockDevice>(vo);
         listener = listen_unix(paths.control);
         cfg.stop_on_signals = false;
@@ -287,6 +293,19 @@ int run_vmm(const VmmOptions& o) {
 
         std::optional<snapshot::Snapshot> tmpl;
         std::string tmpl_snap;
+        if (restoring) {
+            tmpl_snap = o.restore_dir;
+            tmpl = snapshot::load(tmpl_snap);
+            const size_t n = tmpl->devices.size();
+            if (n != 2 + nets.size() || tmpl->devices[0].kind != "block" ||
+                (!nets.empty() && tmpl->devices[1].kind != "net") ||
+                tmpl->devices[n - 1].kind != "vsock")
+                throw std::runtime_error("checkpoint " + o.restore_dir +
+                                         " does not have this container's devices (a disk, " +
+                                         std::to_string(nets.size()) + " NIC, vsock)");
+            if (!nets.empty())
+                warm_identity.interfaces = {interface_identity("eth0", nets.front().guest())};
+        }
         if (warm) {
             const WarmKey key{cfg.kernel, default_initrd(), plan.memory_mib, plan.vcpus,
                               !nets.empty()};
@@ -327,6 +346,9 @@ int run_vmm(const VmmOptions& o) {
                          .size = static_cast<uint64_t>(ist.st_size)};
             m.emplace(std::move(cfg),
                       vmm::RestoreSource{tmpl->machine, snapshot::memory_path(tmpl_snap, *tmpl)});
+        } else if (restoring) {
+            m.emplace(std::move(cfg),
+                      vmm::RestoreSource{tmpl->machine, snapshot::memory_path(tmpl_snap, *tmpl)});
         } else {
             m.emplace(std::move(cfg));
         }
@@ -341,15 +363,46 @@ int run_vmm(const VmmOptions& o) {
                 virtio::attach_mmio(*m, std::make_shared<virtio::net::NetDevice>(no)));
         }
         transports.push_back(virtio::attach_mmio(*m, vsock));
+        // `checkpoint` snapshots through this socket into paths.checkpoint (runtime.md).
+        std::vector<snapshot::AttachedDevice> snap_devs;
+        snap_devs.push_back({"block",
+                             {{"path", paths.image}, {"read_only", plan.rootfs_readonly}},
+                             transports[0],
+                             {},
+                             {}});
+        for (size_t i = 0; i < nets.size(); ++i)
+            snap_devs.push_back({"net",
+                                 {{"netns", netns}},
+                                 transports[1 + i],
+                                 {},
+                                 {virtio::net::NetDevice::kRxQueue}});
+        snap_devs.push_back({"vsock",
+                             {{"cid", vo.guest_cid}, {"uds_path", vo.uds_path}},
+                             transports.back(),
+                             {},
+                             {0}});
+        std::filesystem::create_directories(checkpoint_base());
+        if (::mkdir(paths.checkpoint.c_str(), 0700) != 0 && errno != EEXIST)
+            throw_errno("creating the checkpoint directory " + paths.checkpoint);
+        UniqueFd api_listen = snapshot::ControlServer::listen_at(paths.api);
+        ::chmod(paths.api.c_str(), 0600);
         log_debug("container " + o.id + ": VMM " + std::to_string(::getpid()) +
                   (warm ? " restoring the warm-start template, " : " booting ") +
                   std::to_string(plan.memory_mib) + " MiB, " + std::to_string(plan.vcpus) +
                   " vCPU");
-        if (jail_opts)  // everything is open; no thread runs yet
-            jail::enter(*jail_opts,
-                        jail::vm_exposures(plan.kernel.empty() ? default_kernel() : plan.kernel,
-                                           default_initrd(), {{paths.image, !plan.rootfs_readonly}},
-                                           paths.vsock));
+        if (jail_opts) {  // everything is open; no thread runs yet
+            std::vector<jail::Exposure> ex = jail::vm_exposures(
+                plan.kernel.empty() ? default_kernel() : plan.kernel, default_initrd(),
+                {{paths.image, !plan.rootfs_readonly}}, paths.vsock);
+            ex.push_back({.path = paths.checkpoint, .writable = true, .owned = true});
+            jail::enter(*jail_opts, ex);
+        }
+        if (restoring) {
+            const auto ts = transports;
+            snapshot::restore_devices(m->memory(), tmpl->devices, ts);
+            guest_ready = snapshot::vsock_reset_handled(m->memory(), tmpl->devices.back());
+            m->set_after_restore([ts] { snapshot::kick_devices(ts); });
+        }
         if (warm) {
             // The template's transports come back with the container's disk in the disk's
             // slot: the driver is told its configuration (capacity) changed. After the jail:
@@ -362,6 +415,11 @@ int run_vmm(const VmmOptions& o) {
                 ts[0]->raise_config_interrupt();
             });
         }
+        api.emplace(std::move(api_listen), paths.api, *m, snap_devs,
+                    nlohmann::json{{"container", o.id},
+                                   {"agent_port", guest::kDefaultAgentPort},
+                                   {"memory_mib", plan.memory_mib},
+                                   {"vcpus", plan.vcpus}});
     } catch (const std::exception& e) {
         ready.send(std::string("error: ") + e.what());
         return 1;
@@ -373,7 +431,7 @@ int run_vmm(const VmmOptions& o) {
         std::optional<RawTerminal> raw;
         try {
             std::unique_ptr<agent::Client> client;
-            if (warm) {
+            if (warm || restoring) {
                 const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
                 while (!guest_ready() && std::chrono::steady_clock::now() < deadline)
                     std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -383,18 +441,27 @@ int run_vmm(const VmmOptions& o) {
                     UniqueFd conn = agent::connect_vsock_uds(*vsock_path, guest::kDefaultAgentPort,
                                                              std::chrono::seconds(300));
                     client = std::make_unique<agent::Client>(std::move(conn));
-                    if (warm) client->set_identity(warm_identity);
+                    if (warm || (restoring && !warm_identity.interfaces.empty()))
+                        client->set_identity(warm_identity);
                     break;
                 } catch (const agent::ProtocolError&) {
                     // A restored guest that handles its vsock reset late resets us too.
-                    if (!warm || attempt >= 5) throw;
+                    if (!(warm || restoring) || attempt >= 5) throw;
                     std::this_thread::sleep_for(std::chrono::milliseconds(20 * attempt));
                 }
             }
             if (warm) client->enter_root(warm_root);
+            std::uint32_t attach_id = 0;
+            if (restoring) {
+                for (const agent::ProcessInfo& p : client->list())
+                    if (p.attachable && p.running) attach_id = p.id;
+                if (!attach_id)
+                    throw std::runtime_error("the checkpoint holds no running container process");
+            }
             ready.send("ok");
             UniqueFd starter;
-            int sig = wait_for_start(listener.get(), mask, starter);
+            // Restored, the process runs already: no `start` comes.
+            int sig = restoring ? 0 : wait_for_start(listener.get(), mask, starter);
             listener.reset();
             if (sig != 0) {
                 client->shutdown(128 + sig);
@@ -410,6 +477,7 @@ int run_vmm(const VmmOptions& o) {
                     starter.reset();
                 };
                 ro.throw_exec_failure = true;
+                ro.attach_id = attach_id;
                 agent::ExitStatus es;
                 try {
                     es = agent::run(*client, spec, STDIN_FILENO, STDOUT_FILENO,
@@ -433,7 +501,11 @@ int run_vmm(const VmmOptions& o) {
         done = true;
     });
     vmm::RunResult r = m->run();
-    for (int waited = 0; !done && waited < 2000; waited += 10)
+    api.reset();  // its answer to a checkpoint goes out before this process may _exit
+    // After a checkpoint the connection to the agent stays open, unanswered: no need to wait.
+    const bool checkpointed =
+        r.reason == vmm::RunResult::Reason::ExitStatus && r.detail == "snapshot";
+    for (int waited = 0; !done && !checkpointed && waited < 2000; waited += 10)
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
     const int status = r.reason == vmm::RunResult::Reason::ExitStatus ? r.status
                        : r.reason == vmm::RunResult::Reason::Signal   ? 128 + r.status

@@ -35,6 +35,16 @@ expect unknown-flag 2 "create: unknown option '--bogus'" v create --bogus x
 expect unknown-global 2 "unknown global option '--bogus'" "$vessel" --bogus list
 expect bad-log-format 2 "--log-format: 'xml' is not text or json" "$vessel" --log-format xml list
 expect invalid-id 1 'invalid container id' v create -b "$tmp" 'a/b'
+# checkpoint/restore: podman asks `checkpoint --help` whether the runtime can.
+expect_out checkpoint-help-exits-0 0 sh -c "'$vessel' checkpoint --help >/dev/null; echo \$?"
+expect checkpoint-missing 1 "container nope does not exist" v checkpoint --image-path "$tmp/ck" nope
+expect checkpoint-no-image-path 2 "checkpoint: --image-path DIR is required" v checkpoint nope
+expect checkpoint-pre-dump 1 "--pre-dump/--parent-path are not supported" v checkpoint --image-path "$tmp/ck" --pre-dump nope
+expect restore-no-checkpoint 1 "no checkpoint in $tmp/nock" v restore --image-path "$tmp/nock" -b "$tmp" -d r1
+mkdir -p "$tmp/badck" && echo '{"format":"criu"}' >"$tmp/badck/inventory.img"
+expect restore-foreign-checkpoint 1 "is not a vessel checkpoint" v restore --image-path "$tmp/badck" -b "$tmp" -d r1
+expect restore-lazy-pages 1 "--lazy-pages is not supported" v restore --image-path "$tmp/badck" --lazy-pages r1
+expect_out restore-leaves-nothing "" v list -q
 # The global flags podman passes are accepted.
 expect_out podman-globals null "$vessel" --root "$root" --log "$tmp/l.json" --log-format json --systemd-cgroup list --format json
 # Errors also go to --log as runc's JSON lines.

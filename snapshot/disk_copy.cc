@@ -7,8 +7,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <system_error>
+#include <vector>
 
 #include "vmm/fd.h"
 
@@ -23,6 +25,7 @@ namespace {
 uint64_t sparse_copy(int in, int out, off_t size, const std::string& from) {
     uint64_t copied = 0;
     off_t pos = 0;
+    std::vector<char> buf(1 << 20);
     while (pos < size) {
         off_t data = ::lseek(in, pos, SEEK_DATA);
         if (data < 0) {
@@ -35,6 +38,17 @@ uint64_t sparse_copy(int in, int out, off_t size, const std::string& from) {
         while (off_in < hole) {
             ssize_t n = ::copy_file_range(in, &off_in, out, &off_out,
                                           static_cast<size_t>(hole - off_in), 0);
+            if (n < 0 && (errno == EXDEV || errno == EOPNOTSUPP || errno == EINVAL)) {
+                // Between file systems of different kinds (tmpfs to overlay, ...) the kernel
+                // does not copy for us.
+                n = ::pread(in, buf.data(), std::min<size_t>(buf.size(), hole - off_in), off_in);
+                if (n > 0 && ::pwrite(out, buf.data(), static_cast<size_t>(n), off_out) != n)
+                    fail("writing the copy of " + from);
+                if (n > 0) {
+                    off_in += n;
+                    off_out += n;
+                }
+            }
             if (n < 0) fail("copying " + from);
             if (n == 0) break;  // the file shrank under us
             copied += static_cast<uint64_t>(n);

@@ -360,6 +360,11 @@ for rt in runc "$rt_vessel" "$work/bin/vessel-cold"; do
             bad "podman[$n] counter after restore" "'$a' then '$c' ($(cat "$work/err"))"
         check "podman[$n] never started over" 1 "$(pm logs "$cid" 2>/dev/null | grep -c '^1$')"
         check "podman[$n] exec after restore" hi "$(pm exec "$cid" echo hi 2>&1)"
+        # The network namespace podman made again: the guest took its address.
+        want=$(pm inspect -f '{{.NetworkSettings.IPAddress}}' "$cid")
+        got=$(pm exec "$cid" sh -c "ip -4 -o addr show eth0 | awk '{print \$4}'" 2>&1)
+        [[ -n $want && $got == "$want/"* ]] && ok "podman[$n] address after restore ($got)" ||
+            bad "podman[$n] address after restore" "'$got', podman says '$want'"
     fi
     pm rm -f -t 0 "$cid" >/dev/null
     # A debootstrapped Debian: its files, dpkg's database, apt, and the exit status.

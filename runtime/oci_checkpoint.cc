@@ -27,12 +27,9 @@ const char kHelp[] =
 }  // namespace
 
 int cmd_oci_checkpoint(Args args) {
-    for (size_t i = 0; i < args.size(); ++i) {
-        const std::string a = args[i];
-        if (a == "--help" || a == "-h") {
-            std::fputs(kHelp, stdout);
-            return 0;
-        }
+    if (container::wants_help(args)) {
+        std::fputs(kHelp, stdout);
+        return 0;
     }
     container::CheckpointOptions o;
     std::string work, cgroups_mode, empty_ns, status_fd, parent, page_server;

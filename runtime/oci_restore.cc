@@ -33,11 +33,6 @@ const char kHelp[] =
     "                       accepted (CRIU options; a VM snapshot has no use for them)\n"
     "  --lazy-pages         not supported (an error)\n";
 
-volatile sig_atomic_t g_vmm = 0;
-void relay(int sig) {
-    if (g_vmm > 0) ::kill(static_cast<pid_t>(g_vmm), sig);
-}
-
 }  // namespace
 
 bool is_container_restore(Args args) {
@@ -49,12 +44,9 @@ bool is_container_restore(Args args) {
 }
 
 int cmd_oci_restore(Args args) {
-    for (size_t i = 0; i < args.size(); ++i) {
-        const std::string a = args[i];
-        if (a == "--help" || a == "-h") {
-            std::fputs(kHelp, stdout);
-            return 0;
-        }
+    if (container::wants_help(args)) {
+        std::fputs(kHelp, stdout);
+        return 0;
     }
     container::CreateOptions o;
     std::string work, cgroups_mode, empty_ns, lsm_profile, lsm_mount;
@@ -84,20 +76,11 @@ int cmd_oci_restore(Args args) {
     if (o.restore_dir.empty()) usage_error("restore: --image-path DIR is required");
     o.id = pos[0];
     o.foreground = !detach;
-    struct sigaction sa {};
-    sa.sa_handler = relay;
-    for (int s : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2}) ::sigaction(s, &sa, nullptr);
+    container::relay_signals();
     const pid_t pid = container::create_container(o);
-    g_vmm = pid;
+    container::relay_to(pid);
     if (detach) return 0;
-    int ws = 0;
-    while (::waitpid(pid, &ws, 0) < 0) {
-        if (errno != EINTR) {
-            ws = 0x100;
-            break;
-        }
-    }
-    const int status = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
+    const int status = container::wait_vmm(pid);
     try {
         container::delete_container(o.id, true);
     } catch (const std::exception& e) {

@@ -11,14 +11,6 @@
 #include "runtime/container/lifecycle.h"
 
 namespace vessel::cli {
-namespace {
-
-volatile sig_atomic_t g_vmm = 0;
-void relay(int sig) {
-    if (g_vmm > 0) ::kill(static_cast<pid_t>(g_vmm), sig);
-}
-
-}  // namespace
 
 int cmd_oci_run(Args args) {
     container::CreateOptions o;
@@ -38,11 +30,9 @@ int cmd_oci_run(Args args) {
     o.id = pos[0];
     o.foreground = !detach;
     // Signals for the container while we wait go to the VMM, which forwards them.
-    struct sigaction sa {};
-    sa.sa_handler = relay;
-    for (int s : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2}) ::sigaction(s, &sa, nullptr);
+    container::relay_signals();
     const pid_t pid = container::create_container(o);
-    g_vmm = pid;
+    container::relay_to(pid);
     try {
         container::start_container(o.id);
     } catch (...) {
@@ -50,14 +40,7 @@ int cmd_oci_run(Args args) {
         throw;
     }
     if (detach) return 0;
-    int ws = 0;
-    while (::waitpid(pid, &ws, 0) < 0) {
-        if (errno != EINTR) {
-            ws = 0x100;  // status 1: the VMM is not ours to wait for
-            break;
-        }
-    }
-    const int status = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
+    const int status = container::wait_vmm(pid);
     if (!keep) {
         try {
             container::delete_container(o.id, true);

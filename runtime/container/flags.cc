@@ -1,5 +1,7 @@
 #include "runtime/container/flags.h"
 
+#include <string_view>
+
 namespace vessel::container {
 
 Flags& Flags::value(std::initializer_list<const char*> names, std::string* out) {
@@ -59,6 +61,12 @@ std::vector<std::string> Flags::parse(cli::Args args, bool stop_at_positional) {
         if (f->multi) f->multi->push_back(val);
     }
     return pos;
+}
+
+bool wants_help(cli::Args args) {
+    for (const char* a : args)
+        if (std::string_view(a) == "--help" || std::string_view(a) == "-h") return true;
+    return false;
 }
 
 void expect_args(const std::string& command, const std::vector<std::string>& pos, size_t min,

@@ -32,6 +32,9 @@ class Flags {
     std::vector<Flag> flags_;
 };
 
+// Whether --help or -h is among the arguments.
+bool wants_help(cli::Args args);
+
 // Exactly `n` positionals (the container id first), or a usage error like runc's.
 void expect_args(const std::string& command, const std::vector<std::string>& pos, size_t min,
                  size_t max);

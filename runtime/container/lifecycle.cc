@@ -139,6 +139,31 @@ oci::Hooks bundle_hooks(const oci::State& s) {
 
 }  // namespace
 
+namespace {
+volatile sig_atomic_t g_relay_pid = 0;
+void relay(int sig) {
+    if (g_relay_pid > 0) ::kill(static_cast<pid_t>(g_relay_pid), sig);
+}
+}  // namespace
+
+void relay_signals() {
+    struct sigaction sa {};
+    sa.sa_handler = relay;
+    for (int s : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2}) ::sigaction(s, &sa, nullptr);
+}
+
+void relay_to(pid_t vmm) {
+    g_relay_pid = vmm;
+}
+
+int wait_vmm(pid_t vmm) {
+    int ws = 0;
+    while (::waitpid(vmm, &ws, 0) < 0) {
+        if (errno != EINTR) return 1;  // not ours to wait for
+    }
+    return WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
+}
+
 void write_file_atomic(const std::string& path, const std::string& text) {
     const std::string tmp = path + ".tmp." + std::to_string(::getpid());
     UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));

@@ -58,6 +58,13 @@ CheckpointManifest read_checkpoint(const std::string& dir);
 // Sends `sig` to the container's process (all of its processes with `all`).
 void kill_container(const std::string& id, int sig, bool all);
 
+// `run` and `restore` in the foreground: signals for the container (INT, TERM, HUP, QUIT,
+// USR1, USR2) go to the VMM once relay_to() has named it; the VMM forwards them.
+void relay_signals();
+void relay_to(pid_t vmm);
+// Waits for our child VMM; its status (128+N if killed by N), 1 if it cannot be waited for.
+int wait_vmm(pid_t vmm);
+
 // Writes `text` to `path` by temporary file and rename.
 void write_file_atomic(const std::string& path, const std::string& text);
 

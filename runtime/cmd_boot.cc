@@ -1,6 +1,7 @@
 // vessel boot: boots a micro-VM with vessel's guest init and runs one command in it.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
@@ -33,6 +34,7 @@
 #include "virtio/net/device.h"
 #include "virtio/vsock/cid.h"
 #include "virtio/vsock/device.h"
+#include "virtio/vsock/unix_backend.h"
 #include "vmm/fd.h"
 #include "vmm/machine.h"
 #include "vmm/seccomp.h"
@@ -350,6 +352,7 @@ int cmd_boot(Args args) {
 
     // vsock: a CID of our own and the Unix socket the host side listens on.
     std::optional<virtio::vsock::CidLease> cid_lease;
+    UniqueFd broker_jailed, broker_outside;  // --jail: the vsock connect broker's two ends
     std::shared_ptr<virtio::vsock::VsockDevice> vsock;
     if (use_agent || !vsock_socket.empty() || cid) {
         if (!cid) {
@@ -365,6 +368,15 @@ int cmd_boot(Args args) {
         virtio::vsock::VsockOptions vo;
         vo.guest_cid = *cid;
         vo.uds_path = vsock_socket;
+        if (jail_opts) {
+            // The jail hides "<socket>_PORT": this process connects for the guest (broker).
+            int sp[2];
+            if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) != 0)
+                throw_errno("creating the vsock connect broker's socket pair");
+            broker_jailed.reset(sp[0]);
+            broker_outside.reset(sp[1]);
+            vo.connect_broker = broker_jailed.get();
+        }
         vsock = std::make_shared<virtio::vsock::VsockDevice>(vo);
         if (verbose)
             std::fprintf(stderr, "vessel: vsock CID %llu on %s\n",
@@ -379,8 +391,16 @@ int cmd_boot(Args args) {
 
     // --jail: a child in a new PID namespace and the jail's cgroup runs the VM; this process
     // waits for it, then undoes the host side (taps, leases, sockets, the cgroup).
-    if (jail_opts)
-        if (std::optional<int> status = jail::run_jailed_child(*jail_opts)) return *status;
+    if (jail_opts) {
+        jail::ParentService broker;
+        if (broker_outside)
+            broker = {broker_outside.get(), [&] {
+                          return virtio::vsock::broker_serve_one(broker_outside.get(),
+                                                                 vsock_socket);
+                      }};
+        if (std::optional<int> status = jail::run_jailed_child(*jail_opts, broker)) return *status;
+        broker_outside.reset();
+    }
     cfg.seccomp = !no_seccomp;
     // The jailed child only exits after the VM: this process's parent undoes the host side.
     cfg.confine_supervisor = jail_opts.has_value();

@@ -147,6 +147,8 @@ std::vector<Rule> vsock_io() {
     allow(r, {SCMP_SYS(epoll_wait), SCMP_SYS(epoll_pwait), SCMP_SYS(epoll_ctl), SCMP_SYS(accept4),
               SCMP_SYS(recvfrom), SCMP_SYS(sendmsg), SCMP_SYS(readv), SCMP_SYS(shutdown),
               SCMP_SYS(getsockopt), SCMP_SYS(connect)});
+    // A jailed VMM's guest connections come back from the connect broker (SCM_RIGHTS).
+    allow(r, {SCMP_SYS(recvmsg)});
     // Guest connections to the host reach Unix sockets, nothing else.
     allow_arg(r, SCMP_SYS(socket), 0, {AF_UNIX});
     return r;

@@ -5,12 +5,14 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/capability.h>
+#include <poll.h>
 #include <pwd.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -430,7 +432,7 @@ void begin(const Options& o, const std::vector<int>& keep) {
     cg.release();  // removed from outside: `delete`, or create when it fails
 }
 
-std::optional<int> run_jailed_child(const Options& o) {
+std::optional<int> run_jailed_child(const Options& o, const ParentService& service) {
     validate(o);
     Cgroup cg = Cgroup::create(o.cgroup_parent, o.name, o.limits);
     sigset_t set, old;
@@ -438,8 +440,10 @@ std::optional<int> run_jailed_child(const Options& o) {
     for (int s : kForwarded) sigaddset(&set, s);
     sigaddset(&set, SIGCHLD);
     ::sigprocmask(SIG_BLOCK, &set, &old);
+    UniqueFd sfd(::signalfd(-1, &set, SFD_CLOEXEC));
     pid_t pid = 0;
     try {
+        if (!sfd) sys_fail("signalfd for the jailed child");
         std::fflush(nullptr);
         pid = fork_in_new_pid_ns();
     } catch (...) {
@@ -448,6 +452,7 @@ std::optional<int> run_jailed_child(const Options& o) {
         throw;
     }
     if (pid == 0) {
+        sfd.reset();
         ::sigprocmask(SIG_SETMASK, &old, nullptr);
         if (o.die_with_parent) ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
         cg.add(0);
@@ -455,22 +460,25 @@ std::optional<int> run_jailed_child(const Options& o) {
         return std::nullopt;
     }
     int status = 1;
-    for (;;) {
-        siginfo_t si{};
-        const int sig = ::sigwaitinfo(&set, &si);
-        if (sig < 0) continue;  // EINTR
-        if (sig == SIGCHLD) {
+    bool serving = service.fd >= 0 && service.serve;
+    for (bool done = false; !done;) {
+        pollfd p[2] = {{sfd.get(), POLLIN, 0}, {serving ? service.fd : -1, POLLIN, 0}};
+        if (::poll(p, 2, -1) < 0) continue;  // EINTR
+        if (p[1].revents) serving = service.serve();
+        if (!(p[0].revents & POLLIN)) continue;
+        signalfd_siginfo si{};
+        if (::read(sfd.get(), &si, sizeof si) != sizeof si) continue;
+        if (si.ssi_signo == SIGCHLD) {
             int ws = 0;
-            const pid_t r = ::waitpid(pid, &ws, WNOHANG);
-            if (r == pid) {
+            if (::waitpid(pid, &ws, WNOHANG) == pid) {
                 status = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
-                break;
+                done = true;
             }
             continue;
         }
         // SI_USER, SI_QUEUE, SI_TKILL are <= 0: another process asked. The terminal's
         // signals (SI_KERNEL) reached the child's process group already.
-        if (si.si_code <= 0) ::kill(pid, sig);
+        if (si.ssi_code <= 0) ::kill(pid, static_cast<int>(si.ssi_signo));
     }
     ::sigprocmask(SIG_SETMASK, &old, nullptr);
     const std::string err = cg.remove();

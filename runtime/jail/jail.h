@@ -20,6 +20,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -140,7 +141,13 @@ void begin(const Options& o, const std::vector<int>& keep);
 // set up the VM and enter()). In the parent waits for the child, forwarding the signals other
 // processes send (the terminal's reach the child directly), removes the cgroup and returns
 // the child's exit status (128+N when killed by signal N).
-std::optional<int> run_jailed_child(const Options& o);
+// `service`: a socket the parent serves while it waits (calling `serve` whenever it is
+// readable, until `serve` returns false), e.g. the vsock connect broker.
+struct ParentService {
+    int fd = -1;
+    std::function<bool()> serve;
+};
+std::optional<int> run_jailed_child(const Options& o, const ParentService& service = {});
 
 // Ends a jailed VMM without running destructors: what they would undo on the host (taps,
 // sockets, leases) is out of its reach, and its parent or `delete` does it.

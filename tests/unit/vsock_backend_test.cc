@@ -3,11 +3,13 @@
 // CID leases.
 #include "virtio/vsock/unix_backend.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 
 #include <fstream>
+#include <thread>
 
 #include "tests/unit/vsock_test_util.h"
 #include "virtio/vsock/cid.h"
@@ -130,6 +132,46 @@ TEST(UnixListenerTest, ConnectsToPortSockets) {
     server.reset();  // file left, nobody listening
     EXPECT_FALSE(l.connect_port(5000, err));
     EXPECT_EQ(err, ECONNREFUSED);
+}
+
+// A jailed VMM's listener connects through the broker on the other side of a socket pair
+// (the jailer's parent): the same results as a direct connect, errors included.
+TEST(UnixListenerTest, ConnectsThroughTheBroker) {
+    TempDir dir;
+    const std::string path = dir.path() + "/v.sock";
+    int sp[2];
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp), 0);
+    UniqueFd jailed(sp[0]), outside(sp[1]);
+    std::thread broker([&] {
+        while (broker_serve_one(outside.get(), path)) {
+        }
+    });
+    {
+        UnixListener l(dir.path() + "/other.sock");  // its own path does not matter now
+        l.set_broker(jailed.get());
+        int err = 0;
+        EXPECT_FALSE(l.connect_port(5000, err));
+        EXPECT_EQ(err, ENOENT);
+        UniqueFd server = testing::listen_unix(path + "_5000");
+        UniqueFd c = l.connect_port(5000, err);
+        ASSERT_TRUE(c) << std::strerror(err);
+        EXPECT_EQ(err, 0);
+        EXPECT_TRUE(::fcntl(c.get(), F_GETFL) & O_NONBLOCK);
+        EXPECT_TRUE(::fcntl(c.get(), F_GETFD) & FD_CLOEXEC);
+        EXPECT_TRUE(testing::accept_within(server.get(), std::chrono::milliseconds(1000)));
+        server.reset();
+        EXPECT_FALSE(l.connect_port(5000, err));
+        EXPECT_EQ(err, ECONNREFUSED);
+    }
+    jailed.reset();  // the VMM is gone: the broker stops
+    broker.join();
+    // A broker that is gone is an I/O error, not a hang.
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp), 0);
+    UniqueFd a(sp[0]), b(sp[1]);
+    b.reset();
+    int err = 0;
+    EXPECT_FALSE(broker_connect(a.get(), 1, err));
+    EXPECT_EQ(err, EIO);
 }
 
 TEST(WriteBufferTest, AppendsSkipsAndFlushes) {

@@ -50,6 +50,7 @@ VsockDevice::VsockDevice(VsockOptions opts)
       stop_(make_eventfd("creating the virtio-vsock stop eventfd")) {
     static_assert(std::endian::native == std::endian::little);
     std::memcpy(config_.data(), &opts_.guest_cid, sizeof opts_.guest_cid);
+    if (opts_.connect_broker >= 0) listener_.set_broker(opts_.connect_broker);
 }
 
 VsockDevice::~VsockDevice() {

@@ -49,6 +49,9 @@ struct VsockOptions {
     // and would take a new connection on such a port for the old one: restores start far
     // away (random_host_port_base()).
     uint32_t first_host_port = 1u << 30;
+    // A jailed VMM: guest-initiated connections go through this broker socket (not owned;
+    // it outlives the device), see broker_connect() in unix_backend.h.
+    int connect_broker = -1;
     LogFn log;  // empty: stderr
 };
 

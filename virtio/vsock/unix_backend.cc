@@ -111,8 +111,10 @@ UniqueFd UnixListener::accept() const {
     }
 }
 
-UniqueFd UnixListener::connect_port(uint32_t port, int& err) const {
-    const std::string target = path_ + "_" + std::to_string(port);
+namespace {
+
+UniqueFd connect_to(const std::string& base, uint32_t port, int& err) {
+    const std::string target = base + "_" + std::to_string(port);
     UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     if (!fd) {
         err = errno;
@@ -125,6 +127,80 @@ UniqueFd UnixListener::connect_port(uint32_t port, int& err) const {
     }
     err = 0;
     return fd;
+}
+
+}  // namespace
+
+UniqueFd UnixListener::connect_port(uint32_t port, int& err) const {
+    return broker_ >= 0 ? broker_connect(broker_, port, err) : connect_to(path_, port, err);
+}
+
+UniqueFd broker_connect(int broker, uint32_t port, int& err) {
+    iovec req{&port, sizeof port};
+    msghdr rm{};
+    rm.msg_iov = &req;
+    rm.msg_iovlen = 1;
+    ssize_t n;
+    do n = ::sendmsg(broker, &rm, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    if (n != sizeof port) {
+        err = EIO;
+        return UniqueFd();
+    }
+    int answer = 0;
+    iovec iov{&answer, sizeof answer};
+    alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))];
+    msghdr m{};
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = ctl;
+    m.msg_controllen = sizeof ctl;
+    do n = ::recvmsg(broker, &m, MSG_CMSG_CLOEXEC);
+    while (n < 0 && errno == EINTR);
+    UniqueFd fd;
+    for (cmsghdr* c = n > 0 ? CMSG_FIRSTHDR(&m) : nullptr; c; c = CMSG_NXTHDR(&m, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
+            c->cmsg_len == CMSG_LEN(sizeof(int))) {
+            int got;
+            std::memcpy(&got, CMSG_DATA(c), sizeof got);
+            fd.reset(got);
+        }
+    }
+    if (n != sizeof answer || (answer == 0) != static_cast<bool>(fd)) {
+        err = n == sizeof answer && answer != 0 ? answer : EIO;
+        return UniqueFd();
+    }
+    err = answer;
+    return fd;
+}
+
+bool broker_serve_one(int broker, const std::string& base) {
+    uint32_t port = 0;
+    ssize_t n;
+    do n = ::recv(broker, &port, sizeof port, 0);
+    while (n < 0 && errno == EINTR);
+    if (n <= 0) return false;
+    int err = EINVAL;
+    UniqueFd fd;
+    if (n == sizeof port) fd = connect_to(base, port, err);
+    iovec iov{&err, sizeof err};
+    alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))] = {};
+    msghdr m{};
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    if (fd) {
+        m.msg_control = ctl;
+        m.msg_controllen = sizeof ctl;
+        cmsghdr* c = CMSG_FIRSTHDR(&m);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        const int raw = fd.get();
+        std::memcpy(CMSG_DATA(c), &raw, sizeof raw);
+    }
+    do n = ::sendmsg(broker, &m, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    return n == sizeof err;
 }
 
 ssize_t send_iov(int fd, const iovec* iov, size_t n) {

@@ -8,6 +8,10 @@
 // - Guest -> host: a guest connect() to CID 2 port P makes the device connect to the Unix
 //   socket "<uds_path>_<P>"; if nothing accepts there, the guest gets RST (ECONNRESET).
 //
+// - A jailed VMM cannot see "<uds_path>_<P>" (its root holds only uds_path itself): a broker
+//   outside the jail (the jailer's parent, `vessel boot --jail`) connects for it and passes
+//   the socket back over a SOCK_SEQPACKET pair (UnixListener::set_broker).
+//
 // Every socket is non-blocking and close-on-exec, and writes use MSG_NOSIGNAL: a host peer
 // that goes away gives EPIPE, never SIGPIPE.
 #pragma once
@@ -56,13 +60,26 @@ class UnixListener {
     // Connects (non-blocking) to "<path>_<port>". Invalid fd and `err` set on failure (Unix
     // stream connects do not go in progress: a full backlog is EAGAIN, a refusal immediate).
     UniqueFd connect_port(uint32_t port, int& err) const;
+    // From now on connect_port() asks the broker at `fd` (not owned; it outlives the listener).
+    void set_broker(int fd) { broker_ = fd; }
 
   private:
     std::string path_;
     UniqueFd fd_;
+    int broker_ = -1;
     dev_t dev_ = 0;
     ino_t ino_ = 0;
 };
+
+// The broker's protocol: a request is the port (u32, host order); the answer is an errno (int,
+// 0 on success) with the connected socket attached (SCM_RIGHTS) on success.
+// Asks the broker on `broker` to connect to "<uds_path>_<port>"; an invalid fd and `err` on
+// failure (EIO when the broker is gone or answers nonsense).
+UniqueFd broker_connect(int broker, uint32_t port, int& err);
+// Answers one request read from `broker` by connecting to "<base>_<port>" (non-blocking, as
+// connect_port does). False when the peer has gone (EOF or an error): stop serving. Only
+// ports are accepted, never paths, so the jailed side cannot name another socket.
+bool broker_serve_one(int broker, const std::string& base);
 
 // sendmsg(MSG_NOSIGNAL | MSG_DONTWAIT) of an iovec array (at most IOV_MAX entries are used).
 ssize_t send_iov(int fd, const iovec* iov, size_t n);

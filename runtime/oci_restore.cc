@@ -1,11 +1,7 @@
 // vessel restore --image-path: make a container again from `vessel checkpoint` and continue
 // it (podman container restore, runc restore). `vessel restore DIR` without --image-path
 // restores a VM snapshot instead (cmd_restore.cc).
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
-#include <cerrno>
 #include <cstdio>
 
 #include "commands.h"
@@ -80,13 +76,7 @@ int cmd_oci_restore(Args args) {
     const pid_t pid = container::create_container(o);
     container::relay_to(pid);
     if (detach) return 0;
-    const int status = container::wait_vmm(pid);
-    try {
-        container::delete_container(o.id, true);
-    } catch (const std::exception& e) {
-        container::log_error(e.what());
-    }
-    return status;
+    return container::wait_vmm(pid, o.id, true);
 }
 
 }  // namespace vessel::cli

@@ -1,9 +1,4 @@
 // vessel run: create + start + wait (+ delete), or create + start with --detach.
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <cerrno>
 
 #include "commands.h"
 #include "runtime/container/flags.h"
@@ -40,15 +35,7 @@ int cmd_oci_run(Args args) {
         throw;
     }
     if (detach) return 0;
-    const int status = container::wait_vmm(pid);
-    if (!keep) {
-        try {
-            container::delete_container(o.id, true);
-        } catch (const std::exception& e) {
-            container::log_error(e.what());
-        }
-    }
-    return status;
+    return container::wait_vmm(pid, o.id, !keep);
 }
 
 }  // namespace vessel::cli

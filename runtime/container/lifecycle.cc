@@ -156,10 +156,20 @@ void relay_to(pid_t vmm) {
     g_relay_pid = vmm;
 }
 
-int wait_vmm(pid_t vmm) {
-    int ws = 0;
+int wait_vmm(pid_t vmm, const std::string& id, bool remove) {
+    int ws = 0x100;  // status 1 if the VMM is not ours to wait for
     while (::waitpid(vmm, &ws, 0) < 0) {
-        if (errno != EINTR) return 1;  // not ours to wait for
+        if (errno != EINTR) {
+            ws = 0x100;
+            break;
+        }
+    }
+    if (remove) {
+        try {
+            delete_container(id, true);
+        } catch (const std::exception& e) {
+            log_error(e.what());
+        }
     }
     return WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
 }

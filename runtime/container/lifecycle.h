@@ -62,8 +62,9 @@ void kill_container(const std::string& id, int sig, bool all);
 // USR1, USR2) go to the VMM once relay_to() has named it; the VMM forwards them.
 void relay_signals();
 void relay_to(pid_t vmm);
-// Waits for our child VMM; its status (128+N if killed by N), 1 if it cannot be waited for.
-int wait_vmm(pid_t vmm);
+// Waits for our child VMM, then (with `remove`) deletes container `id`, logging a failure.
+// Returns the VMM's status (128+N if killed by N), 1 if it cannot be waited for.
+int wait_vmm(pid_t vmm, const std::string& id, bool remove);
 
 // Writes `text` to `path` by temporary file and rename.
 void write_file_atomic(const std::string& path, const std::string& text);

@@ -91,6 +91,16 @@ class Ready {
     UniqueFd fd_;
 };
 
+// A snapshot restored for a container (warm-start template, checkpoint) must have its
+// devices: a disk in slot 0, then its NIC (at most one), vsock last.
+void check_container_devices(const snapshot::Snapshot& s, size_t nics, const std::string& what) {
+    const size_t n = s.devices.size();
+    if (n != 2 + nics || s.devices[0].kind != "block" ||
+        (nics != 0 && s.devices[1].kind != "net") || s.devices[n - 1].kind != "vsock")
+        throw std::runtime_error(what + " does not have the container's devices (a disk, " +
+                                 std::to_string(nics) + " NIC, vsock)");
+}
+
 UniqueFd listen_unix(const std::string& path) {
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
@@ -296,13 +306,7 @@ int run_vmm(const VmmOptions& o) {
         if (restoring) {
             tmpl_snap = o.restore_dir;
             tmpl = snapshot::load(tmpl_snap);
-            const size_t n = tmpl->devices.size();
-            if (n != 2 + nets.size() || tmpl->devices[0].kind != "block" ||
-                (!nets.empty() && tmpl->devices[1].kind != "net") ||
-                tmpl->devices[n - 1].kind != "vsock")
-                throw std::runtime_error("checkpoint " + o.restore_dir +
-                                         " does not have this container's devices (a disk, " +
-                                         std::to_string(nets.size()) + " NIC, vsock)");
+            check_container_devices(*tmpl, nets.size(), "checkpoint " + o.restore_dir);
             if (!nets.empty())
                 warm_identity.interfaces = {interface_identity("eth0", nets.front().guest())};
         }
@@ -314,12 +318,7 @@ int run_vmm(const VmmOptions& o) {
                 ensure_template(key, tdir);
                 tmpl_snap = tdir + "/snap";
                 tmpl = snapshot::load(tmpl_snap);
-                const size_t n = tmpl->devices.size();
-                if (n != 2 + nets.size() || tmpl->devices[0].kind != "block" ||
-                    (!nets.empty() && tmpl->devices[1].kind != "net") ||
-                    tmpl->devices[n - 1].kind != "vsock")
-                    throw std::runtime_error("warm-start template " + tdir +
-                                             " does not have the container's devices");
+                check_container_devices(*tmpl, nets.size(), "warm-start template " + tdir);
             } catch (const std::exception& e) {
                 if (warm_asked) throw;
                 log_warning("container " + o.id + ": warm start: " + e.what() +
@@ -344,9 +343,9 @@ int run_vmm(const VmmOptions& o) {
                          .readonly = plan.rootfs_readonly,
                          .options = plan.rootfs_readonly ? "noload" : "",
                          .size = static_cast<uint64_t>(ist.st_size)};
-            m.emplace(std::move(cfg),
-                      vmm::RestoreSource{tmpl->machine, snapshot::memory_path(tmpl_snap, *tmpl)});
-        } else if (restoring) {
+        }
+        // A template or checkpoint to restore (a warm start that fell back to booting has none).
+        if (tmpl) {
             m.emplace(std::move(cfg),
                       vmm::RestoreSource{tmpl->machine, snapshot::memory_path(tmpl_snap, *tmpl)});
         } else {
@@ -387,7 +386,9 @@ int run_vmm(const VmmOptions& o) {
         UniqueFd api_listen = snapshot::ControlServer::listen_at(paths.api);
         ::chmod(paths.api.c_str(), 0600);
         log_debug("container " + o.id + ": VMM " + std::to_string(::getpid()) +
-                  (warm ? " restoring the warm-start template, " : " booting ") +
+                  (warm        ? " restoring the warm-start template, "
+                   : restoring ? " restoring a checkpoint, "
+                               : " booting ") +
                   std::to_string(plan.memory_mib) + " MiB, " + std::to_string(plan.vcpus) +
                   " vCPU");
         if (jail_opts) {  // everything is open; no thread runs yet
@@ -397,22 +398,16 @@ int run_vmm(const VmmOptions& o) {
             ex.push_back({.path = paths.checkpoint, .writable = true, .owned = true});
             jail::enter(*jail_opts, ex);
         }
-        if (restoring) {
+        if (tmpl) {
+            // The snapshot's transports come back with the container's devices in their slots.
+            // A template's disk slot held a placeholder: the driver is told its configuration
+            // (capacity) changed. After the jail: active devices start their I/O threads.
             const auto ts = transports;
             snapshot::restore_devices(m->memory(), tmpl->devices, ts);
             guest_ready = snapshot::vsock_reset_handled(m->memory(), tmpl->devices.back());
-            m->set_after_restore([ts] { snapshot::kick_devices(ts); });
-        }
-        if (warm) {
-            // The template's transports come back with the container's disk in the disk's
-            // slot: the driver is told its configuration (capacity) changed. After the jail:
-            // active devices start their I/O threads.
-            const auto ts = transports;
-            snapshot::restore_devices(m->memory(), tmpl->devices, ts);
-            guest_ready = snapshot::vsock_reset_handled(m->memory(), tmpl->devices.back());
-            m->set_after_restore([ts] {
+            m->set_after_restore([ts, warm] {
                 snapshot::kick_devices(ts);
-                ts[0]->raise_config_interrupt();
+                if (warm) ts[0]->raise_config_interrupt();
             });
         }
         api.emplace(std::move(api_listen), paths.api, *m, snap_devs,
